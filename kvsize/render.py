@@ -1,0 +1,138 @@
+"""Human-readable output: Rich tables built from core results.
+
+Rich is imported here and nowhere in the core, so library users and the JSON
+paths do not pay for it. Every number carries its unit.
+"""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from kvsize.sizing import Estimate
+from kvsize.units import format_bytes
+
+_KIND_LABELS = {
+    "full": "full attention",
+    "sliding": "sliding window",
+    "chunked": "chunked local",
+    "mla": "MLA latent",
+    "state": "recurrent state",
+    "shared": "shared KV (stores nothing)",
+}
+
+
+def _bytes_with_raw(num_bytes: int) -> str:
+    return f"{format_bytes(num_bytes)} ({num_bytes:,} bytes)"
+
+
+def _params(count: int) -> str:
+    return f"{count / 1e9:.2f}B params" if count >= 10**9 else f"{count / 1e6:.0f}M params"
+
+
+def _fit_verdict(result: Estimate) -> str:
+    if result.fits:
+        headroom = result.kv_budget_bytes_per_gpu - result.kv_cache_bytes_per_gpu
+        return f"yes, {format_bytes(headroom)} per GPU to spare"
+    if not result.weights_fit:
+        return f"no: weights and reserve exceed usable memory by {format_bytes(-result.kv_budget_bytes_per_gpu)} per GPU"
+    shortfall = result.kv_cache_bytes_per_gpu - result.kv_budget_bytes_per_gpu
+    return f"no: the KV cache exceeds the budget by {format_bytes(shortfall)} per GPU"
+
+
+def _breakdown_rows(result: Estimate) -> list[tuple[str, str]]:
+    rows = []
+    for usage in result.breakdown:
+        label = f"  {_KIND_LABELS[usage.kind]}, {usage.num_layers} layers"
+        if usage.kind == "state":
+            value = f"{format_bytes(usage.state_bytes_per_sequence_per_gpu)} per sequence per GPU, fixed"
+        elif usage.kind == "shared":
+            value = "0 bytes"
+        else:
+            value = (
+                f"{format_bytes(usage.bytes_per_token)}/token, "
+                f"{usage.cached_tokens_per_layer:,} tokens per layer, "
+                f"{format_bytes(usage.kv_cache_bytes_per_gpu)} per GPU"
+            )
+        rows.append((label, value))
+    return rows
+
+
+def estimate_table(result: Estimate, gpu_is_default: bool = False, suggested_tp: int | None = None) -> Table:
+    """Build the table that `kvsize estimate` prints."""
+    request = result.request
+    model, gpu = result.model, result.gpu
+    tp = request.tensor_parallel_size
+    gpu_note = " (default GPU)" if gpu_is_default else ""
+    title = (
+        f"{model.name} on {tp} x {gpu.name}{gpu_note}\n"
+        f"{request.context_tokens:,} tokens x {request.batch_size:,} sequence{'s' if request.batch_size != 1 else ''}, "
+        f"KV cache {result.kv_precision.describe()}, weights {result.weight_precision.name}"
+    )
+    table = Table(title=title, box=box.SIMPLE, show_header=False, title_justify="left", pad_edge=False)
+    table.add_column("quantity", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+
+    table.add_row("KV per token", _bytes_with_raw(result.kv_bytes_per_token))
+    for label, value in _breakdown_rows(result):
+        table.add_row(label, value)
+    if tp > 1:
+        table.add_row("KV per token per GPU", _bytes_with_raw(result.kv_bytes_per_token_per_gpu))
+    table.add_row(
+        "KV cache for request",
+        f"{_bytes_with_raw(result.kv_cache_bytes_per_gpu)} per GPU, {format_bytes(result.kv_cache_bytes)} total",
+    )
+
+    weights_origin = "checkpoint size" if result.weights_from_checkpoint else (
+        f"{_params(model.params_total)} x {result.weight_precision.describe()}"
+        + ("" if model.params_exact else ", nominal parameter count: estimate")
+    )
+    table.add_row("Weights", f"{format_bytes(result.weights_bytes_per_gpu)} per GPU ({weights_origin})")
+
+    capacity_note = " (estimate)" if gpu.memory_reported_estimated else ""
+    table.add_row(
+        "Usable memory",
+        f"{format_bytes(result.gpu_memory_bytes)}{capacity_note} x {request.gpu_memory_utilization} = "
+        f"{format_bytes(result.usable_memory_bytes)} per GPU",
+    )
+    reserve_note = " (default estimate; set --reserve)" if request.reserve_is_default else ""
+    table.add_row("Reserve", f"{format_bytes(request.reserve_bytes)} per GPU{reserve_note}")
+    table.add_row(
+        "KV budget",
+        f"{format_bytes(result.kv_budget_bytes_per_gpu)} per GPU = usable - weights - reserve",
+    )
+    table.add_row("Fits", _fit_verdict(result))
+
+    if result.max_context_tokens is None:
+        max_context = "unbounded: no layer grows with context"
+    else:
+        max_context = f"{result.max_context_tokens:,} tokens"
+        if request.batch_size > 1:
+            max_context += f" per sequence at batch {request.batch_size:,}"
+        if result.max_context_tokens > model.max_position_embeddings:
+            max_context += f" (model limit {model.max_position_embeddings:,})"
+    table.add_row("Max context", max_context)
+    table.add_row("Max batch", f"{result.max_batch_size:,} sequences at {request.context_tokens:,} tokens")
+
+    if not result.fits:
+        table.add_row("Suggestion", _suggestion(result, suggested_tp))
+    return table
+
+
+def _suggestion(result: Estimate, suggested_tp: int | None) -> str:
+    options = []
+    if suggested_tp is not None and suggested_tp != result.request.tensor_parallel_size:
+        options.append(f"--tp {suggested_tp} fits")
+    if result.weight_precision.element_bits > 8:
+        options.append("a smaller --weights-dtype (fp8, int4)")
+    if result.kv_precision.element_bits > 8:
+        options.append("--kv-cache-dtype fp8")
+    options.append("a shorter --ctx or smaller --batch")
+    return "try " + "; ".join(options)
+
+
+def print_estimate(result: Estimate, console: Console, gpu_is_default: bool = False,
+                   suggested_tp: int | None = None) -> None:  # fmt: skip
+    """Print the estimate table and its warnings to `console`."""
+    console.print(estimate_table(result, gpu_is_default, suggested_tp))

@@ -1,0 +1,75 @@
+"""Machine-readable results: the stable JSON form of an estimate.
+
+Keys are part of kvsize's interface and are documented in docs/json.md.
+Memory values are integer bytes; `schema_version` changes when a key is
+renamed or removed, not when one is added.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kvsize import __version__
+from kvsize.sizing import Estimate
+
+SCHEMA_VERSION = 1
+
+
+def estimate_to_dict(result: Estimate) -> dict[str, Any]:
+    """Return the JSON-ready mapping of one estimate."""
+    request = result.request
+    kv = result.kv_precision
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kvsize_version": __version__,
+        "model": result.model.id,
+        "model_name": result.model.name,
+        "gpu": result.gpu.id,
+        "gpu_name": result.gpu.name,
+        "context_tokens": request.context_tokens,
+        "batch_size": request.batch_size,
+        "kv_cache_dtype": kv.name,
+        "kv_group_size": kv.group_size,
+        "kv_group_overhead_bits": kv.group_overhead_bits,
+        "weights_dtype": result.weight_precision.name,
+        "tensor_parallel_size": request.tensor_parallel_size,
+        "gpu_memory_utilization": float(request.gpu_memory_utilization),
+        "kv_bytes_per_token": result.kv_bytes_per_token,
+        "kv_bytes_per_token_per_gpu": result.kv_bytes_per_token_per_gpu,
+        "kv_cache_bytes": result.kv_cache_bytes,
+        "kv_cache_bytes_per_gpu": result.kv_cache_bytes_per_gpu,
+        "kv_cache_bytes_per_sequence_per_gpu": result.sequence_kv_bytes_per_gpu,
+        "breakdown": [
+            {
+                "kind": usage.kind,
+                "num_layers": usage.num_layers,
+                "bytes_per_token": usage.bytes_per_token,
+                "bytes_per_token_per_gpu": usage.bytes_per_token_per_gpu,
+                "cached_tokens_per_layer": usage.cached_tokens_per_layer,
+                "state_bytes_per_sequence_per_gpu": usage.state_bytes_per_sequence_per_gpu,
+                "kv_cache_bytes_per_gpu": usage.kv_cache_bytes_per_gpu,
+            }
+            for usage in result.breakdown
+        ],
+        "weights_bytes": result.weights_bytes,
+        "weights_bytes_per_gpu": result.weights_bytes_per_gpu,
+        "weights_from_checkpoint": result.weights_from_checkpoint,
+        "gpu_memory_bytes": result.gpu_memory_bytes,
+        "gpu_memory_is_estimate": result.gpu.memory_reported_estimated,
+        "usable_memory_bytes_per_gpu": result.usable_memory_bytes,
+        "reserve_bytes_per_gpu": request.reserve_bytes,
+        "reserve_is_estimate": request.reserve_is_default,
+        "kv_budget_bytes_per_gpu": result.kv_budget_bytes_per_gpu,
+        "weights_fit": result.weights_fit,
+        "fits": result.fits,
+        "max_context_tokens": result.max_context_tokens,
+        "max_batch_size": result.max_batch_size,
+        "max_position_embeddings": result.model.max_position_embeddings,
+        "warnings": list(result.warnings),
+    }
+
+
+def estimate_to_json(result: Estimate) -> str:
+    """Return the estimate as an indented JSON document."""
+    return json.dumps(estimate_to_dict(result), indent=2)

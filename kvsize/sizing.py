@@ -1,0 +1,371 @@
+"""The sizing engine: KV-cache memory, the per-GPU budget, and what fits.
+
+Pure arithmetic on specs: no printing, no I/O, no CLI imports. All memory is
+integer bytes. Sizes are summed in bits over the layers of one sequence and
+converted to bytes once, rounding up, so that the cost of one sequence is a
+whole number of bytes and the cost of a batch is exactly `batch x` that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from kvsize.errors import InvalidInputError
+from kvsize.layers import FullAttention, Layer
+from kvsize.precision import Precision, parse_precision, parse_weight_precision
+from kvsize.specs import GpuSpec, ModelSpec
+from kvsize.units import GiB
+
+DEFAULT_GPU_MEMORY_UTILIZATION = Decimal("0.9")
+
+# Memory held back on each GPU for what is neither weights nor KV cache:
+# activations of the largest forward pass, the CUDA context and allocator
+# slack, and CUDA graphs. vLLM's startup logs show these summing to roughly
+# 1-3 GiB per GPU for dense models at the default 8192 batched tokens, so
+# 2 GiB is an estimate, not a measurement; pass --reserve to override it.
+DEFAULT_RESERVE_BYTES = 2 * GiB
+
+_FLOAT_KV_DEFAULTS = ("fp32", "fp16", "bf16")
+
+
+def bits_to_bytes(bits: int) -> int:
+    """Convert bits to whole bytes, rounding up (a partial byte still occupies a byte)."""
+    return -(-bits // 8)
+
+
+def default_kv_dtype(model: ModelSpec) -> str:
+    """Return the KV dtype an engine uses when none is given.
+
+    Engines store the cache in the model's activation dtype: the weight dtype
+    for fp32/fp16/bf16 checkpoints, and bf16 for checkpoints whose weights are
+    quantized (fp8, int4, mxfp4), whose activations stay in bf16.
+    """
+    return model.weight_dtype if model.weight_dtype in _FLOAT_KV_DEFAULTS else "bf16"
+
+
+@dataclass(frozen=True)
+class SizingRequest:
+    """What the user asks about: a context, a batch, precisions, a parallel layout."""
+
+    context_tokens: int
+    batch_size: int = 1
+    kv_precision: Precision | None = None
+    weight_precision: Precision | None = None
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: Decimal = DEFAULT_GPU_MEMORY_UTILIZATION
+    reserve_bytes: int = DEFAULT_RESERVE_BYTES
+    reserve_is_default: bool = True
+
+
+@dataclass(frozen=True)
+class KindUsage:
+    """KV use of the layers of one kind (full, sliding, chunked, mla, state, shared)."""
+
+    kind: str
+    num_layers: int
+    bytes_per_token: int
+    bytes_per_token_per_gpu: int
+    cached_tokens_per_layer: int
+    state_bytes_per_sequence_per_gpu: int
+    kv_cache_bytes_per_gpu: int
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The full answer for one model, GPU and request. Memory in bytes."""
+
+    model: ModelSpec
+    gpu: GpuSpec
+    request: SizingRequest
+    kv_precision: Precision
+    weight_precision: Precision
+    kv_bytes_per_token: int
+    kv_bytes_per_token_per_gpu: int
+    sequence_kv_bytes_per_gpu: int
+    kv_cache_bytes_per_gpu: int
+    kv_cache_bytes: int
+    breakdown: tuple[KindUsage, ...]
+    weights_bytes: int
+    weights_bytes_per_gpu: int
+    weights_from_checkpoint: bool
+    gpu_memory_bytes: int
+    usable_memory_bytes: int
+    kv_budget_bytes_per_gpu: int
+    weights_fit: bool
+    fits: bool
+    max_context_tokens: int | None
+    max_batch_size: int
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def num_gpus(self) -> int:
+        return self.request.tensor_parallel_size
+
+
+# ---------------------------------------------------------------------------
+# Per-sequence KV arithmetic
+
+
+def _type_counts(model: ModelSpec) -> list[tuple[Layer, int]]:
+    return [(model.layer_types[name], count) for name, count in model.layer_counts().items()]
+
+
+def kv_bits_per_token(model: ModelSpec, precision: Precision, tensor_parallel_size: int = 1) -> int:
+    """Return the bits one token costs on one rank when every layer stores it."""
+    return sum(layer.bits_per_token(precision, tensor_parallel_size) * count for layer, count in _type_counts(model))
+
+
+def sequence_kv_bits(model: ModelSpec, precision: Precision, context_tokens: int, tensor_parallel_size: int = 1) -> int:
+    """Return the bits one sequence of `context_tokens` holds on one rank, states included."""
+    total = 0
+    for layer, count in _type_counts(model):
+        per_layer = layer.cached_tokens(context_tokens) * layer.bits_per_token(precision, tensor_parallel_size)
+        per_layer += layer.state_bits(tensor_parallel_size)
+        total += per_layer * count
+    return total
+
+
+def sequence_kv_bytes(model: ModelSpec, precision: Precision, context_tokens: int, tensor_parallel_size: int = 1) -> int:
+    """Return the bytes one sequence of `context_tokens` holds on one rank."""
+    return bits_to_bytes(sequence_kv_bits(model, precision, context_tokens, tensor_parallel_size))
+
+
+def _grows_with_context(model: ModelSpec) -> bool:
+    return any(layer.max_cached_tokens() is None for layer in model.layer_types.values())
+
+
+def max_context_tokens(
+    model: ModelSpec,
+    precision: Precision,
+    budget_bytes: int,
+    batch_size: int = 1,
+    tensor_parallel_size: int = 1,
+) -> int | None:
+    """Return the longest context that `batch_size` sequences can each reach within `budget_bytes`.
+
+    Memory is non-decreasing in the context but not linear when sliding,
+    chunked or state layers are present, so the answer is found by binary
+    search over whole tokens: the result fits and one more token does not.
+    Returns None (unbounded) when no layer grows past a fixed size and the
+    largest size fits; returns 0 when not even one token fits.
+    """
+    def cost(context_tokens: int) -> int:
+        return batch_size * sequence_kv_bytes(model, precision, context_tokens, tensor_parallel_size)
+
+    if budget_bytes < 0 or cost(1) > budget_bytes:
+        return 0
+    if not _grows_with_context(model):
+        longest_window = max((layer.max_cached_tokens() or 0) for layer in model.layer_types.values())
+        if cost(max(longest_window, 1)) <= budget_bytes:
+            return None
+        high = longest_window
+    else:
+        # Full and latent layers alone cost this much per token, which bounds the answer.
+        growing_bits = sum(
+            layer.bits_per_token(precision, tensor_parallel_size) * count
+            for layer, count in _type_counts(model)
+            if layer.max_cached_tokens() is None
+        )
+        high = (budget_bytes * 8) // (batch_size * growing_bits) + 1
+
+    low = 1  # cost(low) fits
+    while low < high:
+        middle = (low + high + 1) // 2
+        if cost(middle) <= budget_bytes:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+# ---------------------------------------------------------------------------
+# Request validation
+
+
+def check_tensor_parallel_size(model: ModelSpec, tensor_parallel_size: int) -> None:
+    """Reject a tensor-parallel size that the model's heads cannot be split by.
+
+    Query heads must divide evenly across ranks. KV heads must divide evenly
+    too, or, when there are fewer KV heads than ranks, the rank count must be
+    a multiple of the KV heads so that each head is replicated equally (the
+    rule vLLM enforces).
+    """
+    tp = tensor_parallel_size
+    if tp < 1:
+        raise InvalidInputError(f"invalid tensor-parallel size {tp}: it must be at least 1")
+    if model.num_attention_heads % tp:
+        divisors = [size for size in (1, 2, 4, 8, 16, 32, 64) if model.num_attention_heads % size == 0]
+        raise InvalidInputError(
+            f"invalid tensor-parallel size {tp} for {model.id}: it does not divide the "
+            f"{model.num_attention_heads} attention heads; use one of {', '.join(map(str, divisors))}"
+        )
+    for name, layer in model.layer_types.items():
+        if not isinstance(layer, FullAttention):
+            continue
+        heads = layer.num_kv_heads
+        if (heads >= tp and heads % tp) or (heads < tp and tp % heads):
+            raise InvalidInputError(
+                f"invalid tensor-parallel size {tp} for {model.id}: layer type {name!r} has {heads} KV heads, "
+                "which can be neither split evenly nor replicated evenly across that many GPUs"
+            )
+
+
+def _check_request(request: SizingRequest) -> None:
+    if request.context_tokens < 1:
+        raise InvalidInputError(f"invalid context length {request.context_tokens}: it must be at least 1 token")
+    if request.batch_size < 1:
+        raise InvalidInputError(f"invalid batch size {request.batch_size}: it must be at least 1 sequence")
+    utilization = request.gpu_memory_utilization
+    if not (utilization.is_finite() and 0 < utilization <= 1):
+        raise InvalidInputError(
+            f"invalid GPU memory utilization {utilization}: it must be a fraction in (0, 1], e.g. 0.9"
+        )
+    if request.reserve_bytes < 0:
+        raise InvalidInputError(f"invalid reserve {request.reserve_bytes} bytes: it must not be negative")
+
+
+# ---------------------------------------------------------------------------
+# The estimate
+
+
+def weights_size(model: ModelSpec, precision: Precision) -> tuple[int, bool]:
+    """Return the weight bytes and whether they come from the published checkpoint's size.
+
+    When the model's own dtype is kept and the spec records the checkpoint's
+    byte size, that size is exact. Otherwise every parameter, including every
+    expert of a mixture-of-experts model since all must be resident, is stored
+    at `precision`.
+    """
+    if model.weights_bytes is not None and precision.name == model.weight_dtype:
+        return model.weights_bytes, True
+    return bits_to_bytes(precision.vector_bits(model.params_total)), False
+
+
+def _breakdown(model: ModelSpec, precision: Precision, request: SizingRequest) -> tuple[KindUsage, ...]:
+    tp = request.tensor_parallel_size
+    grouped: dict[str, list[tuple[Layer, int]]] = {}
+    for layer, count in _type_counts(model):
+        grouped.setdefault(layer.kind, []).append((layer, count))
+
+    usages = []
+    for kind, members in grouped.items():
+        sequence_bits = sum(
+            (layer.cached_tokens(request.context_tokens) * layer.bits_per_token(precision, tp)
+             + layer.state_bits(tp)) * count
+            for layer, count in members
+        )  # fmt: skip
+        usages.append(
+            KindUsage(
+                kind=kind,
+                num_layers=sum(count for _, count in members),
+                bytes_per_token=bits_to_bytes(sum(layer.bits_per_token(precision) * count for layer, count in members)),
+                bytes_per_token_per_gpu=bits_to_bytes(
+                    sum(layer.bits_per_token(precision, tp) * count for layer, count in members)
+                ),
+                cached_tokens_per_layer=max(layer.cached_tokens(request.context_tokens) for layer, _ in members),
+                state_bytes_per_sequence_per_gpu=bits_to_bytes(sum(layer.state_bits(tp) * count for layer, count in members)),
+                kv_cache_bytes_per_gpu=request.batch_size * bits_to_bytes(sequence_bits),
+            )
+        )
+    return tuple(usages)
+
+
+def estimate(model: ModelSpec, gpu: GpuSpec, request: SizingRequest) -> Estimate:
+    """Size the KV cache and weights for `request` and work out what fits on `gpu`.
+
+    The KV budget per GPU is `capacity x utilization - weights per GPU -
+    reserve`, where capacity is the memory the driver reports. Weights are
+    split evenly across the tensor-parallel group; KV heads are split or
+    replicated (see `kv_heads_per_rank`); an MLA latent is replicated on every
+    rank; a recurrent state is split.
+    """
+    _check_request(request)
+    check_tensor_parallel_size(model, request.tensor_parallel_size)
+    tp = request.tensor_parallel_size
+
+    kv_precision = request.kv_precision or parse_precision(default_kv_dtype(model))
+    weight_precision = request.weight_precision or parse_weight_precision(model.weight_dtype)
+
+    sequence_bytes = sequence_kv_bytes(model, kv_precision, request.context_tokens, tp)
+    kv_cache_bytes_per_gpu = request.batch_size * sequence_bytes
+
+    weights_bytes, weights_from_checkpoint = weights_size(model, weight_precision)
+    weights_bytes_per_gpu = -(-weights_bytes // tp)
+
+    # Decimal keeps 0.9 exact, so 0.9 x capacity floors to the byte vLLM would compute.
+    usable = int(Decimal(gpu.memory_reported_bytes) * request.gpu_memory_utilization)
+    budget = usable - weights_bytes_per_gpu - request.reserve_bytes
+
+    if budget >= 0 and sequence_bytes > 0:
+        max_batch = budget // sequence_bytes
+    else:
+        max_batch = 0
+
+    warnings = []
+    if request.context_tokens > model.max_position_embeddings:
+        warnings.append(
+            f"context of {request.context_tokens:,} tokens exceeds {model.id}'s max_position_embeddings "
+            f"({model.max_position_embeddings:,}); the model was not trained for it"
+        )
+    if gpu.memory_reported_estimated:
+        warnings.append(f"{gpu.id}: the reported capacity is an estimate from the marketed figure, not a driver reading")
+
+    return Estimate(
+        model=model,
+        gpu=gpu,
+        request=request,
+        kv_precision=kv_precision,
+        weight_precision=weight_precision,
+        kv_bytes_per_token=bits_to_bytes(kv_bits_per_token(model, kv_precision)),
+        kv_bytes_per_token_per_gpu=bits_to_bytes(kv_bits_per_token(model, kv_precision, tp)),
+        sequence_kv_bytes_per_gpu=sequence_bytes,
+        kv_cache_bytes_per_gpu=kv_cache_bytes_per_gpu,
+        kv_cache_bytes=kv_cache_bytes_per_gpu * tp,
+        breakdown=_breakdown(model, kv_precision, request),
+        weights_bytes=weights_bytes,
+        weights_bytes_per_gpu=weights_bytes_per_gpu,
+        weights_from_checkpoint=weights_from_checkpoint,
+        gpu_memory_bytes=gpu.memory_reported_bytes,
+        usable_memory_bytes=usable,
+        kv_budget_bytes_per_gpu=budget,
+        weights_fit=budget >= 0,
+        fits=budget >= 0 and kv_cache_bytes_per_gpu <= budget,
+        max_context_tokens=max_context_tokens(model, kv_precision, budget, request.batch_size, tp),
+        max_batch_size=max_batch,
+        warnings=tuple(warnings),
+    )
+
+
+__all__ = [
+    "DEFAULT_GPU_MEMORY_UTILIZATION",
+    "DEFAULT_RESERVE_BYTES",
+    "Estimate",
+    "KindUsage",
+    "SizingRequest",
+    "bits_to_bytes",
+    "check_tensor_parallel_size",
+    "default_kv_dtype",
+    "estimate",
+    "kv_bits_per_token",
+    "max_context_tokens",
+    "sequence_kv_bytes",
+    "smallest_fitting_tensor_parallel_size",
+    "weights_size",
+]
+
+
+TENSOR_PARALLEL_CANDIDATES = (1, 2, 4, 8, 16, 32, 64)
+
+
+def smallest_fitting_tensor_parallel_size(model: ModelSpec, gpu: GpuSpec, request: SizingRequest) -> int | None:
+    """Return the smallest tensor-parallel size (1, 2, 4, ..., 64) at which `request` fits, or None."""
+    for size in TENSOR_PARALLEL_CANDIDATES:
+        try:
+            check_tensor_parallel_size(model, size)
+        except InvalidInputError:
+            continue
+        candidate = SizingRequest(**{**request.__dict__, "tensor_parallel_size": size})
+        if estimate(model, gpu, candidate).fits:
+            return size
+    return None
