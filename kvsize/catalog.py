@@ -147,9 +147,17 @@ def resolve_id(kind: SpecKind, name: str) -> str:
 
 def _load(kind: SpecKind, name: str, parse_file: Callable[[str | Path], Spec]) -> Spec:
     looks_like_file = name.endswith((".yaml", ".yml")) or "/" in name or "\\" in name
-    if looks_like_file:
+    if looks_like_file and Path(name).exists():
         return parse_file(name)
-    spec_id = resolve_id(kind, name)
+    try:
+        spec_id = resolve_id(kind, name)
+    except NotFoundError:
+        # A Hugging Face repository name such as meta-llama/Llama-3.1-8B is an
+        # alias, not a path; only when no alias matches is it a missing file.
+        if looks_like_file:
+            raise NotFoundError(f"no spec file and no {_NOUN[kind]} named {name!r}; give an existing YAML file "
+                                f"or an id from '{_LIST_COMMAND[kind]}'") from None  # fmt: skip
+        raise
     entry = builtin_root().joinpath(kind, f"{spec_id}.yaml")
     path = _display_path(kind, entry)
     return _parse(kind, _read_text(entry, path), path, spec_id)  # type: ignore[return-value]

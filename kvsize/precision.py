@@ -127,6 +127,11 @@ def parse_precision(
 
     if canonical in _PLAIN_FORMATS:
         bits = _PLAIN_FORMATS[canonical]
+        if bits >= 16 and (group_size is not None or zero_point):
+            raise InvalidInputError(
+                f"invalid quantization group for {canonical}: a {bits}-bit float cache is not quantized and "
+                "stores no scales; drop --kv-group-size and --kv-zero-point"
+            )
     else:
         match = _INT_WIDTH.fullmatch(canonical)
         if match is None or not 1 <= int(match.group(1)) <= 16:

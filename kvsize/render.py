@@ -59,7 +59,7 @@ def _breakdown_rows(result: Estimate) -> list[tuple[str, str]]:
     return rows
 
 
-def estimate_table(result: Estimate, gpu_is_default: bool = False, suggested_tp: int | None = None) -> Table:
+def estimate_table(result: Estimate, gpu_is_default: bool = False, alternatives: list[str] | None = None) -> Table:
     """Build the table that `kvsize estimate` prints."""
     request = result.request
     model, gpu = result.model, result.gpu
@@ -113,26 +113,70 @@ def estimate_table(result: Estimate, gpu_is_default: bool = False, suggested_tp:
         if result.max_context_tokens > model.max_position_embeddings:
             max_context += f" (model limit {model.max_position_embeddings:,})"
     table.add_row("Max context", max_context)
-    table.add_row("Max batch", f"{result.max_batch_size:,} sequences at {request.context_tokens:,} tokens")
+    plural = "" if result.max_batch_size == 1 else "s"
+    table.add_row("Max batch", f"{result.max_batch_size:,} sequence{plural} at {request.context_tokens:,} tokens")
 
     if not result.fits:
-        table.add_row("Suggestion", _suggestion(result, suggested_tp))
+        table.add_row("Suggestion", _suggestion(alternatives or []))
     return table
 
 
-def _suggestion(result: Estimate, suggested_tp: int | None) -> str:
-    options = []
-    if suggested_tp is not None and suggested_tp != result.request.tensor_parallel_size:
-        options.append(f"--tp {suggested_tp} fits")
-    if result.weight_precision.element_bits > 8:
-        options.append("a smaller --weights-dtype (fp8, int4)")
-    if result.kv_precision.element_bits > 8:
-        options.append("--kv-cache-dtype fp8")
-    options.append("a shorter --ctx or smaller --batch")
-    return "try " + "; ".join(options)
+def _suggestion(alternatives: list[str]) -> str:
+    if not alternatives:
+        return "no single option change fits; run 'kvsize plan' to search GPU types and counts"
+    return "each of these fits on its own: " + ", ".join(alternatives)
 
 
 def print_estimate(result: Estimate, console: Console, gpu_is_default: bool = False,
-                   suggested_tp: int | None = None) -> None:  # fmt: skip
-    """Print the estimate table and its warnings to `console`."""
-    console.print(estimate_table(result, gpu_is_default, suggested_tp))
+                   alternatives: list[str] | None = None) -> None:  # fmt: skip
+    """Print the estimate table to `console`."""
+    print_table(console, estimate_table(result, gpu_is_default, alternatives))
+
+
+def rows_table(columns, rows, title: str | None = None, failed=None) -> Table:
+    """Build a Rich table of `rows` (JSON-keyed mappings) with one column per `Column`.
+
+    Rows for which `failed(row)` is true are styled, never dropped.
+    """
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    for column in columns:
+        numeric = column.key.endswith(("_bytes", "_per_gpu", "_tokens", "_size", "_token")) or column.key in (
+            "tensor_parallel_size", "batch_size", "num_gpus",
+        )  # fmt: skip
+        table.add_column(column.header, justify="right" if numeric else "left", no_wrap=column.key != "reason")
+    for row in rows:
+        style = "red" if failed is not None and failed(row) else None
+        table.add_row(*(column.cell(row) for column in columns), style=style)
+    return table
+
+
+def print_table(console: Console, table: Table) -> None:
+    """Print a table; off a terminal, widen the console so no cell is cut or wrapped."""
+    if not console.is_terminal:
+        needed = console.measure(table, options=console.options.update_width(100_000)).maximum
+        if needed > console.width:
+            console.width = needed
+        # Rich pads every cell to the column width; piped output keeps no trailing spaces.
+        with console.capture() as capture:
+            console.print(table)
+        console.file.write("\n".join(line.rstrip() for line in capture.get().splitlines()) + "\n")
+        return
+    console.print(table)
+
+
+def split_constant_columns(columns, rows, keys):
+    """Move columns among `keys` whose value is the same in every row into a title note.
+
+    Returns the remaining columns and a note such as `TP 8, batch 1`; with a
+    single row nothing moves.
+    """
+    if len(rows) < 2:
+        return list(columns), ""
+    kept, notes = [], []
+    for column in columns:
+        values = {repr(row.get(column.key)) for row in rows}
+        if column.key in keys and len(values) == 1:
+            notes.append(f"{column.header} {column.cell(rows[0])}")
+        else:
+            kept.append(column)
+    return kept, ", ".join(notes)

@@ -55,6 +55,8 @@ def estimate_to_dict(result: Estimate) -> dict[str, Any]:
         "weights_bytes": result.weights_bytes,
         "weights_bytes_per_gpu": result.weights_bytes_per_gpu,
         "weights_from_checkpoint": result.weights_from_checkpoint,
+        "params_total": result.model.params_total,
+        "params_exact": result.model.params_exact,
         "gpu_memory_bytes": result.gpu_memory_bytes,
         "gpu_memory_is_estimate": result.gpu.memory_reported_estimated,
         "usable_memory_bytes_per_gpu": result.usable_memory_bytes,
@@ -73,3 +75,41 @@ def estimate_to_dict(result: Estimate) -> dict[str, Any]:
 def estimate_to_json(result: Estimate) -> str:
     """Return the estimate as an indented JSON document."""
     return json.dumps(estimate_to_dict(result), indent=2)
+
+
+def flat_keys(row: dict[str, Any]) -> list[str]:
+    """Return the keys of an estimate mapping whose values are scalars (CSV-able)."""
+    return [key for key, value in row.items() if not isinstance(value, (list, dict))]
+
+
+def render_estimate(result: Estimate, output_format: str) -> str:
+    """Render one estimate as JSON, CSV (one row of scalar keys) or a Markdown key/value table."""
+    from kvsize.formats import Column, format_cell, to_csv, to_json, to_markdown
+
+    row = estimate_to_dict(result)
+    if output_format == "json":
+        return to_json(row) + "\n"
+    columns = [Column(key, key) for key in flat_keys(row)]
+    if output_format == "csv":
+        return to_csv([row], columns)
+    pairs = [{"quantity": key, "value": format_cell(key, row[key])} for key in flat_keys(row)]
+    return to_markdown(pairs, [Column("quantity", "quantity"), Column("value", "value")])
+
+
+# Default columns of `kvsize compare`, keyed by estimate JSON keys.
+COMPARE_COLUMN_SPECS = (
+    ("model", "model"),
+    ("gpu", "GPU"),
+    ("tensor_parallel_size", "TP"),
+    ("context_tokens", "context"),
+    ("batch_size", "batch"),
+    ("kv_cache_dtype", "KV dtype"),
+    ("weights_dtype", "weights"),
+    ("kv_bytes_per_token", "KV/token"),
+    ("kv_cache_bytes_per_gpu", "KV/GPU"),
+    ("weights_bytes_per_gpu", "weights/GPU"),
+    ("kv_budget_bytes_per_gpu", "budget/GPU"),
+    ("fits", "fits"),
+    ("max_context_tokens", "max context"),
+    ("max_batch_size", "max batch"),
+)

@@ -183,6 +183,25 @@ def max_context_tokens(
 # Request validation
 
 
+def _tensor_parallel_problem(model: ModelSpec, tensor_parallel_size: int) -> str | None:
+    tp = tensor_parallel_size
+    if model.num_attention_heads % tp:
+        return f"it does not divide the {model.num_attention_heads} attention heads"
+    for name, layer in model.layer_types.items():
+        if not isinstance(layer, FullAttention):
+            continue
+        heads = layer.num_kv_heads
+        if (heads >= tp and heads % tp) or (heads < tp and tp % heads):
+            return (f"layer type {name!r} has {heads} KV heads, which can be neither split evenly "
+                    "nor replicated evenly across that many GPUs")  # fmt: skip
+    return None
+
+
+def valid_tensor_parallel_sizes(model: ModelSpec, limit: int = 64) -> list[int]:
+    """Return the tensor-parallel sizes up to `limit` that the model's heads allow."""
+    return [size for size in range(1, limit + 1) if _tensor_parallel_problem(model, size) is None]
+
+
 def check_tensor_parallel_size(model: ModelSpec, tensor_parallel_size: int) -> None:
     """Reject a tensor-parallel size that the model's heads cannot be split by.
 
@@ -191,31 +210,32 @@ def check_tensor_parallel_size(model: ModelSpec, tensor_parallel_size: int) -> N
     a multiple of the KV heads so that each head is replicated equally (the
     rule vLLM enforces).
     """
-    tp = tensor_parallel_size
-    if tp < 1:
-        raise InvalidInputError(f"invalid tensor-parallel size {tp}: it must be at least 1")
-    if model.num_attention_heads % tp:
-        divisors = [size for size in (1, 2, 4, 8, 16, 32, 64) if model.num_attention_heads % size == 0]
+    if tensor_parallel_size < 1:
+        raise InvalidInputError(f"invalid tensor-parallel size {tensor_parallel_size}: it must be at least 1")
+    problem = _tensor_parallel_problem(model, tensor_parallel_size)
+    if problem is not None:
+        valid = ", ".join(map(str, valid_tensor_parallel_sizes(model)))
         raise InvalidInputError(
-            f"invalid tensor-parallel size {tp} for {model.id}: it does not divide the "
-            f"{model.num_attention_heads} attention heads; use one of {', '.join(map(str, divisors))}"
+            f"invalid tensor-parallel size {tensor_parallel_size} for {model.id}: {problem}; valid sizes up to 64: {valid}"
         )
-    for name, layer in model.layer_types.items():
-        if not isinstance(layer, FullAttention):
-            continue
-        heads = layer.num_kv_heads
-        if (heads >= tp and heads % tp) or (heads < tp and tp % heads):
-            raise InvalidInputError(
-                f"invalid tensor-parallel size {tp} for {model.id}: layer type {name!r} has {heads} KV heads, "
-                "which can be neither split evenly nor replicated evenly across that many GPUs"
-            )
+
+
+# Limits far beyond any deployment, which keep a typo such as an extra three
+# zeros from producing a meaningless number instead of an error.
+MAX_CONTEXT_TOKENS = 2**40
+MAX_BATCH_SIZE = 10**9
+MAX_TENSOR_PARALLEL_SIZE = 4096
 
 
 def _check_request(request: SizingRequest) -> None:
-    if request.context_tokens < 1:
-        raise InvalidInputError(f"invalid context length {request.context_tokens}: it must be at least 1 token")
-    if request.batch_size < 1:
-        raise InvalidInputError(f"invalid batch size {request.batch_size}: it must be at least 1 sequence")
+    if not 1 <= request.context_tokens <= MAX_CONTEXT_TOKENS:
+        raise InvalidInputError(f"invalid context length {request.context_tokens:,}: it must be from 1 to "
+                                f"{MAX_CONTEXT_TOKENS:,} tokens (2^40)")  # fmt: skip
+    if not 1 <= request.batch_size <= MAX_BATCH_SIZE:
+        raise InvalidInputError(f"invalid batch size {request.batch_size:,}: it must be from 1 to {MAX_BATCH_SIZE:,} sequences")
+    if request.tensor_parallel_size > MAX_TENSOR_PARALLEL_SIZE:
+        raise InvalidInputError(f"invalid tensor-parallel size {request.tensor_parallel_size:,}: "
+                                f"it must be at most {MAX_TENSOR_PARALLEL_SIZE:,}")  # fmt: skip
     utilization = request.gpu_memory_utilization
     if not (utilization.is_finite() and 0 < utilization <= 1):
         raise InvalidInputError(
@@ -235,10 +255,15 @@ def weights_size(model: ModelSpec, precision: Precision) -> tuple[int, bool]:
     When the model's own dtype is kept and the spec records the checkpoint's
     byte size, that size is exact. Otherwise every parameter, including every
     expert of a mixture-of-experts model since all must be resident, is stored
-    at `precision`.
+    at `precision`, except that a quantized checkpoint keeps
+    `params_unquantized` (embeddings, attention, norms) at 16 bits.
     """
-    if model.weights_bytes is not None and precision.name == model.weight_dtype:
+    published = precision.name == model.weight_dtype
+    if model.weights_bytes is not None and published:
         return model.weights_bytes, True
+    if published and model.params_unquantized is not None and precision.element_bits < 16:
+        quantized = model.params_total - model.params_unquantized
+        return bits_to_bytes(precision.vector_bits(quantized) + 16 * model.params_unquantized), False
     return bits_to_bytes(precision.vector_bits(model.params_total)), False
 
 
@@ -308,6 +333,11 @@ def estimate(model: ModelSpec, gpu: GpuSpec, request: SizingRequest) -> Estimate
             f"context of {request.context_tokens:,} tokens exceeds {model.id}'s max_position_embeddings "
             f"({model.max_position_embeddings:,}); the model was not trained for it"
         )
+    if kv_precision.name.startswith("int") and kv_precision.element_bits <= 8 and kv_precision.group_size is None:
+        warnings.append(
+            f"{kv_precision.name} KV cache without --kv-group-size: no quantization scales are counted, but real "
+            "integer caches store a scale per group of values; add --kv-group-size (e.g. 32 or 128)"
+        )
     if gpu.memory_reported_estimated:
         warnings.append(f"{gpu.id}: the reported capacity is an estimate from the marketed figure, not a driver reading")
 
@@ -345,27 +375,12 @@ __all__ = [
     "SizingRequest",
     "bits_to_bytes",
     "check_tensor_parallel_size",
+    "valid_tensor_parallel_sizes",
     "default_kv_dtype",
     "estimate",
     "kv_bits_per_token",
     "max_context_tokens",
     "sequence_kv_bytes",
-    "smallest_fitting_tensor_parallel_size",
     "weights_size",
 ]
 
-
-TENSOR_PARALLEL_CANDIDATES = (1, 2, 4, 8, 16, 32, 64)
-
-
-def smallest_fitting_tensor_parallel_size(model: ModelSpec, gpu: GpuSpec, request: SizingRequest) -> int | None:
-    """Return the smallest tensor-parallel size (1, 2, 4, ..., 64) at which `request` fits, or None."""
-    for size in TENSOR_PARALLEL_CANDIDATES:
-        try:
-            check_tensor_parallel_size(model, size)
-        except InvalidInputError:
-            continue
-        candidate = SizingRequest(**{**request.__dict__, "tensor_parallel_size": size})
-        if estimate(model, gpu, candidate).fits:
-            return size
-    return None

@@ -165,7 +165,7 @@ class _Fields:
 # Model specs
 
 _MODEL_FIELDS = {
-    "id", "name", "family", "aliases", "hf_id", "params_total", "params_active", "params_exact",
+    "id", "name", "family", "aliases", "hf_id", "params_total", "params_active", "params_exact", "params_unquantized",
     "weights_bytes", "weight_dtype", "max_position_embeddings", "hidden_size", "num_attention_heads",
     "vocab_size", "intermediate_size", "num_layers", "layer_types", "layer_pattern", "layer_sequence",
     "layer_overrides", "source", "notes",
@@ -194,6 +194,7 @@ class ModelSpec:
     params_total: int
     params_active: int | None
     params_exact: bool
+    params_unquantized: int | None
     weights_bytes: int | None
     weight_dtype: str
     max_position_embeddings: int
@@ -337,7 +338,11 @@ def parse_model_spec(mapping: _LineMapping, path: str) -> ModelSpec:
         raise fields.fail("layer_types", f"expected a mapping of layer type names to layer definitions, got {raw_types!r}")
     layer_types = {str(name): _parse_layer_type(str(name), raw, fields, path) for name, raw in raw_types.items()}
 
+    num_attention_heads = fields.positive_int("num_attention_heads")
     for name, layer in layer_types.items():
+        if isinstance(layer, FullAttention) and num_attention_heads % layer.num_kv_heads:
+            raise fields.fail("layer_types", f"{name}.num_kv_heads: {layer.num_kv_heads} KV heads do not divide the "
+                              f"{num_attention_heads} attention heads; each KV head must serve a whole group of query heads")  # fmt: skip
         if isinstance(layer, SharedKV):
             target = layer_types.get(layer.reuses)
             if target is None or isinstance(target, (SharedKV, RecurrentState)):
@@ -351,6 +356,9 @@ def parse_model_spec(mapping: _LineMapping, path: str) -> ModelSpec:
     params_active = fields.positive_int("params_active", required=False)
     if params_active is not None and params_active > params_total:
         raise fields.fail("params_active", f"{params_active} exceeds params_total ({params_total})")
+    params_unquantized = fields.positive_int("params_unquantized", required=False)
+    if params_unquantized is not None and params_unquantized > params_total:
+        raise fields.fail("params_unquantized", f"{params_unquantized} exceeds params_total ({params_total})")
 
     return ModelSpec(
         id=fields.text("id"),
@@ -361,11 +369,12 @@ def parse_model_spec(mapping: _LineMapping, path: str) -> ModelSpec:
         params_total=params_total,
         params_active=params_active,
         params_exact=fields.flag("params_exact", default=False),
+        params_unquantized=params_unquantized,
         weights_bytes=fields.positive_int("weights_bytes", required=False),
         weight_dtype=weight_dtype,
         max_position_embeddings=max_position_embeddings,
         hidden_size=fields.positive_int("hidden_size"),
-        num_attention_heads=fields.positive_int("num_attention_heads"),
+        num_attention_heads=num_attention_heads,
         vocab_size=fields.positive_int("vocab_size", required=False),
         intermediate_size=fields.positive_int("intermediate_size", required=False),
         layer_type_names=tuple(_assign_layer_types(fields, num_layers, layer_types)),

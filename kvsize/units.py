@@ -69,9 +69,10 @@ def parse_token_count(text: str, option: str = "--ctx") -> int:
 def parse_byte_size(text: str, option: str) -> int:
     """Parse a memory size such as `2GiB`, `512MiB`, `80GB` or `1073741824`.
 
-    A bare number is bytes. Binary units (KiB, MiB, GiB, TiB) and decimal
-    units (KB, MB, GB, TB) are case-insensitive. A fractional byte count, as
-    in `35.65GiB`, is truncated to whole bytes.
+    A unit is required, because a bare `3` meant as 3 GiB would silently be
+    3 bytes; only `0` may go without one. Binary units (KiB, MiB, GiB, TiB) and
+    decimal units (KB, MB, GB, TB) are case-insensitive, and `B` is bytes. A
+    fractional byte count, as in `35.65GiB`, is truncated to whole bytes.
     """
     cleaned = text.strip()
     match = _BYTES_PATTERN.fullmatch(cleaned)
@@ -85,6 +86,11 @@ def parse_byte_size(text: str, option: str) -> int:
         number = Decimal(match.group(1))
     except InvalidOperation:  # pragma: no cover - the pattern admits only decimal numbers
         raise InvalidInputError(f"invalid value for {option}: {text!r} is not a number") from None
+    if not unit and number != 0:
+        raise InvalidInputError(
+            f"invalid value for {option}: {text!r} has no unit; write {match.group(1)}GiB, {match.group(1)}GB "
+            f"or {match.group(1)}B for bytes"
+        )
     return int(number * BYTE_UNITS[unit or "b"])
 
 

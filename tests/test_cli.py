@@ -85,11 +85,19 @@ def test_sliding_window_model_unbounded(cli):
 
 
 def test_weights_too_large_is_an_answer(cli):
+    # 70.55B bf16 parameters need 131.4 GiB: no single H100. At TP 4 the KV for 128k (10 GiB per GPU)
+    # fits beside 32.9 GiB of weights; fp8 or int4 weights alone leave too little room for 40 GiB of KV.
+    code, out, _ = cli("estimate", "-m", "llama3.1-70b", "--ctx", "128k")
+    assert code == 0
+    assert "no: weights and reserve exceed usable memory" in out
+    assert "each of these fits on its own: --tp 4" in out
+
+
+def test_nothing_fits_points_to_plan(cli):
+    # 405B bf16 weights are 25.3 GB per GPU even at TP 32, above an RTX 4090's 24 GiB.
     code, out, _ = cli("estimate", "-m", "llama3.1-405b", "--gpu", "rtx-4090", "--ctx", "8k")
     assert code == 0
-    assert "Fits" in out
-    assert "no:" in out
-    assert "--weights-dtype" in out
+    assert "kvsize plan" in out
 
 
 def test_python_dash_m_entry_point():
@@ -123,6 +131,11 @@ def test_python_dash_m_entry_point():
         (["--ctx", "8k", "--kv-cache-dtype", "fp7"], "--kv-cache-dtype"),
         (["--ctx", "8k", "--weights-dtype", "int3"], "--weights-dtype"),
         (["--ctx", "8k", "--tp", "3"], "tensor-parallel size 3"),
+        (["--ctx", "8k", "--tp", "3"], "valid sizes up to 64: 1, 2, 4, 8, 16, 32"),
+        (["--ctx", "1099511627777"], "invalid context length"),
+        (["--ctx", "8k", "--batch", "1000000001"], "invalid batch size"),
+        (["--ctx", "8k", "--reserve", "3"], "has no unit"),
+        (["--ctx", "8k", "--kv-cache-dtype", "bf16", "--kv-group-size", "64"], "not quantized"),
         (["--ctx", "8k", "--tp", "0"], "--tensor-parallel-size"),
         (["--ctx", "8k", "--reserve", "lots"], "--reserve"),
         (["--ctx", "8k", "--gpu", "h1000"], "unknown GPU 'h1000'"),

@@ -40,7 +40,7 @@ def test_token_count_rejected(text):
         ("2gib", 2 * GiB),
         ("512MiB", 512 * 1024**2),
         ("80GB", 80 * 10**9),  # GB is decimal
-        ("1073741824", GiB),
+        ("1073741824B", GiB),
         ("0", 0),
         ("35.65GiB", 38278896025),  # 35.65 x 2^30 = 38,278,896,025.6, truncated to whole bytes
         ("1.5 GiB", 3 * GiB // 2),
@@ -50,7 +50,7 @@ def test_byte_size_valid(text, num_bytes):
     assert parse_byte_size(text, "--reserve") == num_bytes
 
 
-@pytest.mark.parametrize("text", ["2 GiBs", "-1GiB", "GiB", "2XB", "", "two"])
+@pytest.mark.parametrize("text", ["2 GiBs", "-1GiB", "GiB", "2XB", "", "two", "3"])
 def test_byte_size_rejected(text):
     with pytest.raises(InvalidInputError) as error:
         parse_byte_size(text, "--reserve")
