@@ -2,28 +2,30 @@
 
 Built-in specs are YAML files under `configs/models/` and `configs/gpus/`,
 one spec per file named `<id>.yaml`. An installed wheel carries them as
-package data at `kvsize/configs/`, read through `importlib.resources`; a source
-checkout (editable install, or tests run from the repository) reads the
-top-level `configs/` folder instead.
+package data at `kvsize/configs/`; a source checkout (editable install, or
+tests run from the repository) reads the top-level `configs/` folder instead.
 
-Looking up an id opens only that file. Aliases and near-miss spellings
-(`Llama3-70B`, `llama-3-70b`) need the id and aliases of every spec, which are
-read with the C YAML parser without validating the rest.
+The wheel also carries, built by hatch_build.py, a JSON twin of every spec and
+an `index.json` of ids and aliases. With them, loading one spec reads the
+small index and one JSON file and never imports PyYAML, which keeps start-up
+short. Without them (a checkout), an id opens only its YAML file, and aliases
+and near-miss spellings (`Llama3-70B`, `llama-3-70b`) read the id and aliases
+of every YAML file with the C parser.
 """
 
 from __future__ import annotations
 
-import difflib
-import re
+import json
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Callable, Iterator, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, TypeVar
 
 from kvsize.errors import NotFoundError, SpecError
-from kvsize.specs import GpuSpec, ModelSpec, parse_gpu_spec, parse_model_spec, parse_yaml_mapping
+from kvsize.specs import GpuSpec, ModelSpec, as_line_mapping, parse_gpu_spec, parse_model_spec, parse_yaml_mapping
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 SpecKind = Literal["models", "gpus"]
 Spec = TypeVar("Spec", ModelSpec, GpuSpec)
@@ -34,16 +36,26 @@ _NOUN = {"models": "model", "gpus": "GPU"}
 
 @lru_cache(maxsize=None)
 def builtin_root() -> Traversable:
-    """Return the folder holding the built-in `models/` and `gpus/` spec folders."""
-    packaged = resources.files("kvsize").joinpath("configs")
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parent.parent / "configs"
+    """Return the folder holding the built-in `models/` and `gpus/` spec folders.
+
+    An installed package on the file system has them beside this module, which
+    is what `importlib.resources.files("kvsize")` would return; only a package
+    imported from a zip file goes through importlib.resources, whose import
+    costs more than the rest of a lookup.
+    """
+    here = Path(__file__).resolve().parent
+    if (here / "configs").is_dir():
+        return here / "configs"
+    if (here.parent / "configs" / "models").is_dir():
+        return here.parent / "configs"
+    from importlib import resources
+
+    return resources.files("kvsize").joinpath("configs")
 
 
 def normalize_name(name: str) -> str:
     """Return a lookup key that ignores case, spaces, hyphens and underscores."""
-    return re.sub(r"[\s_\-]+", "", name.strip().lower())
+    return "".join(name.strip().lower().replace("-", " ").replace("_", " ").split())
 
 
 def _read_text(entry: Traversable, path: str) -> str:
@@ -66,8 +78,8 @@ def _display_path(kind: SpecKind, entry: Traversable) -> str:
     return f"configs/{kind}/{entry.name}"
 
 
-def _parse(kind: SpecKind, text: str, path: str, expected_id: str | None) -> ModelSpec | GpuSpec:
-    mapping = parse_yaml_mapping(text, path)
+def _parse(kind: SpecKind, text: str, path: str, expected_id: str | None, data: Any = None) -> ModelSpec | GpuSpec:
+    mapping = parse_yaml_mapping(text, path) if data is None else as_line_mapping(data)
     spec = parse_model_spec(mapping, path) if kind == "models" else parse_gpu_spec(mapping, path)
     if expected_id is not None and spec.id != expected_id:
         raise SpecError(f"{path}: field 'id' is {spec.id!r} but the file is named {expected_id}.yaml; "
@@ -91,8 +103,21 @@ class _IndexEntry:
 
 
 @lru_cache(maxsize=None)
+def _packaged_index() -> dict[str, Any] | None:
+    """Return the wheel's index of ids and aliases, or None in a source checkout."""
+    entry = builtin_root().joinpath("index.json")
+    if not entry.is_file():
+        return None
+    return json.loads(entry.read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=None)
 def _name_index(kind: SpecKind) -> tuple[_IndexEntry, ...]:
     """Read the id and aliases of every built-in spec of one kind."""
+    packaged = _packaged_index()
+    if packaged is not None:
+        return tuple(_IndexEntry(spec_id, (spec_id, *aliases)) for spec_id, aliases in sorted(packaged[kind].items()))
+
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -111,6 +136,16 @@ def _name_index(kind: SpecKind) -> tuple[_IndexEntry, ...]:
     return tuple(entries)
 
 
+def _load_builtin(kind: SpecKind, spec_id: str) -> ModelSpec | GpuSpec:
+    """Load one built-in spec, from its JSON twin when the wheel has one."""
+    entry = builtin_root().joinpath(kind, f"{spec_id}.yaml")
+    path = _display_path(kind, entry)
+    twin = builtin_root().joinpath(kind, f"{spec_id}.json")
+    if twin.is_file():
+        return _parse(kind, "", path, spec_id, data=json.loads(twin.read_text(encoding="utf-8")))
+    return _parse(kind, _read_text(entry, path), path, spec_id)
+
+
 def catalog_ids(kind: SpecKind) -> list[str]:
     """Return the ids of all built-in specs of one kind, sorted."""
     return [entry.id for entry in _name_index(kind)]
@@ -126,7 +161,8 @@ def resolve_id(kind: SpecKind, name: str) -> str:
         raise NotFoundError(f"empty {_NOUN[kind]} name; run '{_LIST_COMMAND[kind]}' to list the catalog")
 
     exact = cleaned.lower()
-    if re.fullmatch(r"[a-z0-9][a-z0-9._\-]*", exact) and builtin_root().joinpath(kind, f"{exact}.yaml").is_file():
+    safe = exact.replace(".", "").replace("-", "").replace("_", "").isalnum() and exact.isascii()
+    if safe and not exact.startswith(".") and builtin_root().joinpath(kind, f"{exact}.yaml").is_file():
         return exact
 
     index = _name_index(kind)
@@ -137,6 +173,8 @@ def resolve_id(kind: SpecKind, name: str) -> str:
     if len(matches) > 1:
         raise NotFoundError(f"{_NOUN[kind]} name {name!r} is ambiguous: it matches {', '.join(sorted(matches))}; "
                             "give the id")  # fmt: skip
+
+    import difflib
 
     by_key = {normalize_name(alias): entry.id for entry in index for alias in entry.names}
     close_keys = difflib.get_close_matches(key, list(by_key), n=3, cutoff=0.6)
@@ -149,6 +187,11 @@ def _load(kind: SpecKind, name: str, parse_file: Callable[[str | Path], Spec]) -
     looks_like_file = name.endswith((".yaml", ".yml")) or "/" in name or "\\" in name
     if looks_like_file and Path(name).exists():
         return parse_file(name)
+    from kvsize.user_specs import find_user_spec
+
+    user_path = find_user_spec(kind, name)
+    if user_path is not None:
+        return parse_file(user_path)
     try:
         spec_id = resolve_id(kind, name)
     except NotFoundError:
@@ -158,13 +201,19 @@ def _load(kind: SpecKind, name: str, parse_file: Callable[[str | Path], Spec]) -
             raise NotFoundError(f"no spec file and no {_NOUN[kind]} named {name!r}; give an existing YAML file "
                                 f"or an id from '{_LIST_COMMAND[kind]}'") from None  # fmt: skip
         raise
-    entry = builtin_root().joinpath(kind, f"{spec_id}.yaml")
-    path = _display_path(kind, entry)
-    return _parse(kind, _read_text(entry, path), path, spec_id)  # type: ignore[return-value]
+    return _load_builtin(kind, spec_id)  # type: ignore[return-value]
 
 
 def load_model(name: str) -> ModelSpec:
-    """Load a model by id, alias or path to a spec file."""
+    """Load a model by id, alias, spec file, config.json or model folder, GGUF file or `hf:` id.
+
+    User spec folders (kvsize.user_specs) are searched before the built-in catalog.
+    """
+    from kvsize.model_sources import load_external_model
+
+    external = load_external_model(name)
+    if external is not None:
+        return external
     return _load("models", name, lambda path: load_spec_file("models", path))  # type: ignore[arg-type,return-value]
 
 
@@ -175,6 +224,5 @@ def load_gpu(name: str) -> GpuSpec:
 
 def iter_specs(kind: SpecKind) -> Iterator[ModelSpec | GpuSpec]:
     """Load and validate every built-in spec of one kind, in id order."""
-    for entry in _spec_files(kind):
-        path = _display_path(kind, entry)
-        yield _parse(kind, _read_text(entry, path), path, entry.name[: -len(".yaml")])
+    for spec_id in catalog_ids(kind):
+        yield _load_builtin(kind, spec_id)

@@ -20,15 +20,19 @@ EXIT_INVALID_INPUT = 2
 
 DEFAULT_GPU = "h100-sxm"
 
-app = typer.Typer(
-    name="kvsize",
-    help="Size the KV cache of an LLM and find the context and batch that fit on a GPU.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+def _new_app() -> typer.Typer:
+    return typer.Typer(
+        name="kvsize",
+        help="Size the KV cache of an LLM and find the context and batch that fit on a GPU.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+
+app = _new_app()
 
 
 def _print_version(value: bool) -> None:
@@ -43,13 +47,17 @@ def _print_version(value: bool) -> None:
 def _main_options(
     version: Annotated[bool, typer.Option("--version", "-V", callback=_print_version, is_eager=True,
                                           help="Print the kvsize version and exit.")] = False,  # fmt: skip
+    config_dir: Annotated[Optional[list[str]], typer.Option("--config-dir", metavar="DIR", help="Folder of your own model and GPU specs (models/, gpus/), searched before KVSIZE_CONFIG_PATH, the user config folder and the built-in catalog. Repeatable.")] = None,
 ) -> None:
     """Size the KV cache of an LLM and find the context and batch that fit on a GPU."""
+    from kvsize.user_specs import set_cli_config_dirs
+
+    set_cli_config_dirs(config_dir or [])
 
 
 # Options shared by several commands. Values are taken as strings and parsed
 # by kvsize.options, so every invalid value gets kvsize's one-line error.
-ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model id, alias or path to a model spec YAML.")]
+ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model id or alias, a spec YAML, a Hugging Face config.json or model folder, a .gguf file, or hf:ORG/NAME.")]
 ContextOption = Annotated[str, typer.Option("--ctx", "--context", help="Context length per sequence in tokens: 131072, 128k (x1024), 1m (x1048576).")]
 GpuOption = Annotated[Optional[str], typer.Option("--gpu", "-g", help=f"GPU id or alias. Default: {DEFAULT_GPU}.")]
 BatchOption = Annotated[str, typer.Option("--batch", "-b", help="Concurrent sequences, each of --ctx tokens.")]
@@ -62,6 +70,36 @@ UtilizationOption = Annotated[str, typer.Option("--gpu-memory-utilization", help
 ReserveOption = Annotated[Optional[str], typer.Option("--reserve", help="Memory per GPU held back for activations and the runtime, e.g. 2GiB. Default: 2GiB, an estimate.")]
 FormatOption = Annotated[Optional[str], typer.Option("--format", "-f", help="Output format: table, json, csv or markdown.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Shortcut for --format json: raw byte counts, stable keys.")]
+
+# What-if techniques, shared by estimate, compare, plan and check.
+_TECHNIQUES = "What-if techniques"
+KvQuantAxisOption = Annotated[str, typer.Option("--kv-quant-axis", rich_help_panel=_TECHNIQUES, help="Quantization groups along each token's vector (token) or along tokens per channel (channel, needs --kv-group-size).")]
+KvOutlierOption = Annotated[Optional[str], typer.Option("--kv-outlier-fraction", rich_help_panel=_TECHNIQUES, help="Share of values kept at 16 bits as sparse outliers (KVQuant keeps about 0.01), each with a 16-bit index.")]
+KvKeepRatioOption = Annotated[Optional[str], typer.Option("--kv-keep-ratio", rich_help_panel=_TECHNIQUES, help="Token eviction (H2O, SnapKV): keep this fraction of each sequence's tokens in layers that grow with context.")]
+KvTokenBudgetOption = Annotated[Optional[str], typer.Option("--kv-token-budget", rich_help_panel=_TECHNIQUES, help="Token eviction: keep at most this many tokens per sequence per layer, e.g. 4k.")]
+KvKeepRecentOption = Annotated[Optional[str], typer.Option("--kv-keep-recent", rich_help_panel=_TECHNIQUES, help="With eviction: also keep the last N prompt tokens uncompressed (SnapKV's observation window).")]
+KvHeadsOption = Annotated[Optional[str], typer.Option("--kv-heads", rich_help_panel=_TECHNIQUES, help="What if every attention layer had N KV heads (1 = MQA)?")]
+CrossLayerOption = Annotated[Optional[str], typer.Option("--cross-layer-share", rich_help_panel=_TECHNIQUES, help="Cross-layer attention: each cache serves K adjacent attention layers, ceil(layers / K) caches.")]
+SlidingWindowOption = Annotated[Optional[str], typer.Option("--sliding-window", rich_help_panel=_TECHNIQUES, help="What if attention layers kept only the last W tokens?")]
+SlidingLayersOption = Annotated[str, typer.Option("--sliding-window-layers", rich_help_panel=_TECHNIQUES, help="Apply --sliding-window to all attention layers or to alternate ones (even indices).")]
+CpuOffloadOption = Annotated[Optional[str], typer.Option("--cpu-offload", rich_help_panel=_TECHNIQUES, help="Host memory for KV across the tensor-parallel group, e.g. 256GiB: trades latency for capacity.")]
+
+# Serving-engine options of estimate, defined with their parser in kvsize.engine_options.
+from kvsize.engine_options import (  # noqa: E402
+    BlockSizeOption, DataParallelOption, DpAttentionOption, EnforceEagerOption, EngineOption, EngineVersionOption,
+    FreeFractionOption, KvCacheMemoryOption, MaxBatchedTokensOption, MaxModelLenOption, MaxNumSeqsOption,
+    MemFractionOption, PipelineParallelOption,
+)  # fmt: skip
+
+
+def technique_options(kv_quant_axis="token", kv_outlier_fraction=None, kv_keep_ratio=None, kv_token_budget=None,
+                      kv_keep_recent=None, kv_heads=None, cross_layer_share=None, sliding_window=None,
+                      sliding_window_layers="all", cpu_offload=None):  # fmt: skip
+    """Collect the raw what-if option values of a command."""
+    from kvsize.options import TechniqueOptions
+
+    return TechniqueOptions(kv_quant_axis, kv_outlier_fraction, kv_keep_ratio, kv_token_budget, kv_keep_recent,
+                            kv_heads, cross_layer_share, sliding_window, sliding_window_layers, cpu_offload)  # fmt: skip
 
 
 def _stdout_console():
@@ -91,19 +129,56 @@ def estimate(
     reserve: ReserveOption = None,
     output_format: FormatOption = None,
     json_output: JsonOption = False,
+    kv_quant_axis: KvQuantAxisOption = "token",
+    kv_outlier_fraction: KvOutlierOption = None,
+    kv_keep_ratio: KvKeepRatioOption = None,
+    kv_token_budget: KvTokenBudgetOption = None,
+    kv_keep_recent: KvKeepRecentOption = None,
+    kv_heads: KvHeadsOption = None,
+    cross_layer_share: CrossLayerOption = None,
+    sliding_window: SlidingWindowOption = None,
+    sliding_window_layers: SlidingLayersOption = "all",
+    cpu_offload: CpuOffloadOption = None,
+    engine: EngineOption = None,
+    engine_version: EngineVersionOption = None,
+    max_model_len: MaxModelLenOption = None,
+    max_num_batched_tokens: MaxBatchedTokensOption = None,
+    max_num_seqs: MaxNumSeqsOption = None,
+    block_size: BlockSizeOption = None,
+    mem_fraction_static: MemFractionOption = None,
+    free_gpu_memory_fraction: FreeFractionOption = None,
+    pipeline_parallel_size: PipelineParallelOption = "1",
+    data_parallel_size: DataParallelOption = "1",
+    enable_dp_attention: DpAttentionOption = False,
+    kv_cache_memory: KvCacheMemoryOption = None,
+    enforce_eager: EnforceEagerOption = False,
 ) -> None:
     """Estimate the KV cache for a model, context and batch, and what fits on a GPU."""
     from kvsize.catalog import load_gpu, load_model
     from kvsize.formats import resolve_format
-    from kvsize.options import RequestOptions, build_request
+    from kvsize.options import RequestOptions, apply_architecture_options, build_request
     from kvsize.sizing import estimate as run_estimate
 
     chosen_format = resolve_format(output_format, json_output)
+    if engine is not None:
+        from kvsize.cli_engine import print_engine_estimate
+        from kvsize.engine_options import EngineFlags, engine_settings
+        from kvsize.precision import parse_weight_precision
+
+        flags = EngineFlags(engine, engine_version, max_model_len, max_num_batched_tokens, max_num_seqs, block_size,
+                            mem_fraction_static, free_gpu_memory_fraction, pipeline_parallel_size,
+                            data_parallel_size, enable_dp_attention, kv_cache_memory, enforce_eager)  # fmt: skip
+        settings = engine_settings(flags, ctx, batch, kv_cache_dtype, tensor_parallel_size, gpu_memory_utilization)
+        weights = parse_weight_precision(weights_dtype) if weights_dtype else None
+        print_engine_estimate(load_model(model), load_gpu(gpu or DEFAULT_GPU), settings, weights, chosen_format)
+        return
+    techniques = technique_options(kv_quant_axis, kv_outlier_fraction, kv_keep_ratio, kv_token_budget, kv_keep_recent,
+                                   kv_heads, cross_layer_share, sliding_window, sliding_window_layers, cpu_offload)  # fmt: skip
     request = build_request(
         RequestOptions(ctx, batch, kv_cache_dtype, kv_group_size, kv_zero_point, weights_dtype,
-                       tensor_parallel_size, gpu_memory_utilization, reserve)  # fmt: skip
+                       tensor_parallel_size, gpu_memory_utilization, reserve, techniques)  # fmt: skip
     )
-    model_spec = load_model(model)
+    model_spec = apply_architecture_options(load_model(model), techniques)
     gpu_spec = load_gpu(gpu or DEFAULT_GPU)
     result = run_estimate(model_spec, gpu_spec, request)
     print_warnings(result.warnings)
@@ -123,23 +198,21 @@ def estimate(
 
 @app.command()
 def validate(
-    files: Annotated[list[str], typer.Argument(help="Spec files to check; a file under a 'gpus' folder is read as a GPU spec.")],
+    files: Annotated[list[str], typer.Argument(help="Spec files or folders of them to check; a file under a 'gpus' folder is read as a GPU spec.")],
 ) -> None:
     """Check model or GPU spec files and report every problem with its file and line."""
-    from pathlib import Path
-
-    from kvsize.catalog import load_spec_file
+    from kvsize.spec_check import check_spec_file, expand_spec_paths
 
     failures = 0
-    for name in files:
-        kind = _spec_kind(Path(name))
-        try:
-            spec = load_spec_file(kind, name)
-        except KvsizeError as error:
+    for path in expand_spec_paths(files):
+        kind = _spec_kind(path)
+        problems, spec = check_spec_file(kind, path)
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        if spec is None:
             failures += 1
-            print(f"error: {error}", file=sys.stderr)
         else:
-            print(f"ok: {name} ({kind[:-1]} {spec.id})")
+            print(f"ok: {path} ({kind[:-1]} {spec.id})")
     if failures:
         raise typer.Exit(EXIT_INVALID_INPUT)
 
@@ -158,8 +231,9 @@ def _spec_kind(path) -> str:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` and return the exit code, printing user errors as one line."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
     try:
-        result = app(args=argv, prog_name="kvsize", standalone_mode=False)
+        result = _app_for(arguments)(args=arguments, prog_name="kvsize", standalone_mode=False)
     except KvsizeError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
@@ -200,9 +274,38 @@ def _stdout_is_closed() -> bool:
 def _command_name(argv: list[str] | None) -> str:
     """Return the subcommand named on the command line, or "" when it is missing or unknown."""
     arguments = sys.argv[1:] if argv is None else argv
-    name = next((part for part in arguments if not part.startswith("-")), "")
-    known = {command.name or command.callback.__name__ for command in app.registered_commands}
+    name = ""
+    skip_value = False
+    for part in arguments:
+        if skip_value:
+            skip_value = False
+        elif part == "--config-dir":
+            skip_value = True
+        elif not part.startswith("-"):
+            name = part
+            break
+    known = {_registered_name(info) for info in app.registered_commands}
     return name if name in known else ""
+
+
+def _registered_name(info) -> str:
+    return info.name or info.callback.__name__.replace("_", "-")
+
+
+def _app_for(arguments: list[str]) -> typer.Typer:
+    """Return an app holding only the command being run, or the full app for help and errors.
+
+    Typer builds every registered command, with its type hints, each time it
+    runs; building one instead of all of them saves a third of kvsize's
+    start-up. The top-level callback (--version, --config-dir) is kept.
+    """
+    name = _command_name(arguments)
+    if not name:
+        return app
+    single = _new_app()
+    single.registered_callback = app.registered_callback
+    single.registered_commands = [info for info in app.registered_commands if _registered_name(info) == name]
+    return single
 
 
 def _silence_broken_pipe() -> None:
@@ -220,3 +323,5 @@ def main() -> None:
 
 # Commands defined in other modules register themselves on `app` when imported.
 from kvsize import cli_catalog, cli_plan  # noqa: E402,F401
+from kvsize import cli_specs  # noqa: E402,F401  (registers import and schema)
+from kvsize import cli_engine  # noqa: E402,F401  (registers log)

@@ -5,6 +5,7 @@ Imported at the end of kvsize.cli, which registers the commands on its app.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Annotated, Any, Optional
 
@@ -12,6 +13,17 @@ import typer
 
 from kvsize.cli import (
     DEFAULT_GPU,
+    CpuOffloadOption,
+    CrossLayerOption,
+    KvHeadsOption,
+    KvKeepRatioOption,
+    KvKeepRecentOption,
+    KvOutlierOption,
+    KvQuantAxisOption,
+    KvTokenBudgetOption,
+    SlidingLayersOption,
+    SlidingWindowOption,
+    technique_options,
     EXIT_DOES_NOT_FIT,
     EXIT_OK,
     BatchOption,
@@ -57,28 +69,48 @@ def compare(
     columns: Annotated[Optional[str], typer.Option("--columns", help="Comma-separated JSON keys to show, e.g. model,gpu,kv_cache_bytes,fits.")] = None,
     output_format: FormatOption = None,
     json_output: JsonOption = False,
+    kv_quant_axis: KvQuantAxisOption = "token",
+    kv_outlier_fraction: KvOutlierOption = None,
+    kv_keep_ratio: KvKeepRatioOption = None,
+    kv_token_budget: KvTokenBudgetOption = None,
+    kv_keep_recent: KvKeepRecentOption = None,
+    kv_heads: KvHeadsOption = None,
+    cross_layer_share: CrossLayerOption = None,
+    sliding_window: SlidingWindowOption = None,
+    sliding_window_layers: SlidingLayersOption = "all",
+    cpu_offload: CpuOffloadOption = None,
 ) -> None:
     """Compare models, GPUs, contexts and precisions side by side: one row per combination."""
     from kvsize.catalog import load_gpu, load_model
     from kvsize.formats import Column, resolve_format, select_columns, sort_rows, to_csv, to_json, to_markdown
     from kvsize.options import split_values
-    from kvsize.options import RequestOptions, build_request, parse_kv_precision, parse_positive_int
+    from kvsize.options import (
+        RequestOptions,
+        apply_architecture_options,
+        build_request,
+        parse_kv_precision,
+        parse_positive_int,
+    )
     from kvsize.planning import compare as run_compare
     from kvsize.precision import parse_weight_precision
     from kvsize.report import COMPARE_COLUMN_SPECS, SCHEMA_VERSION, estimate_to_dict, flat_keys
     from kvsize.units import parse_token_count
 
     chosen_format = resolve_format(output_format, json_output)
+    techniques = technique_options(kv_quant_axis, kv_outlier_fraction, kv_keep_ratio, kv_token_budget, kv_keep_recent,
+                                   kv_heads, cross_layer_share, sliding_window, sliding_window_layers, cpu_offload)  # fmt: skip
     contexts = [parse_token_count(value, "--ctx") for value in split_values(ctx, "--ctx")]
     batches = [parse_positive_int(value, "--batch") for value in split_values(batch, "--batch")] or [1]
     tp_sizes = [parse_positive_int(value, "--tensor-parallel-size")
                 for value in split_values(tensor_parallel_size, "--tensor-parallel-size")] or [1]  # fmt: skip
-    kv_precisions = [parse_kv_precision(value, kv_group_size, kv_zero_point)
+    kv_precisions = [_compared_kv_precision(value, kv_group_size, kv_zero_point, techniques)
                      for value in split_values(kv_cache_dtype, "--kv-cache-dtype")] or [
-                         parse_kv_precision(None, kv_group_size, kv_zero_point)]  # fmt: skip
+                         parse_kv_precision(None, kv_group_size, kv_zero_point, techniques)]  # fmt: skip
     weight_precisions = [parse_weight_precision(value) for value in split_values(weights_dtype, "--weights-dtype")] or [None]
-    base = build_request(RequestOptions(ctx="1", gpu_memory_utilization=gpu_memory_utilization, reserve=reserve))
-    models = [load_model(name) for name in split_values(model, "--model")]
+    base = build_request(RequestOptions(ctx="1", gpu_memory_utilization=gpu_memory_utilization, reserve=reserve,
+                                        techniques=dataclasses.replace(techniques, kv_outlier_fraction=None,
+                                                                       kv_quant_axis="token")))  # fmt: skip
+    models = [apply_architecture_options(load_model(name), techniques) for name in split_values(model, "--model")]
     gpus = [load_gpu(name) for name in split_values(gpu, "--gpu")] or [load_gpu(DEFAULT_GPU)]
 
     results = run_compare(models, gpus, base, contexts, batches, kv_precisions, weight_precisions, tp_sizes)
@@ -116,6 +148,20 @@ def compare(
             chosen, common = split_constant_columns(chosen, rows, _DIMENSION_KEYS)
             title += f"; every row: {common}" if common else ""
         print_table(_stdout_console(), rows_table(chosen, rows, title, failed=lambda row: not row["fits"]))
+
+
+def _compared_kv_precision(dtype: str, group_size, zero_point: bool, techniques):
+    """Parse one compared KV dtype; quantization options apply only to the quantized ones.
+
+    `--kv-cache-dtype bf16,fp8,int4 --kv-group-size 32` compares bf16 as it is
+    beside grouped fp8 and int4, since a 16-bit cache has no scales.
+    """
+    from kvsize.options import parse_kv_precision
+    from kvsize.precision import canonical_dtype_name
+
+    if canonical_dtype_name(dtype) in ("fp32", "fp16", "bf16"):
+        return parse_kv_precision(dtype, None, False, None)
+    return parse_kv_precision(dtype, group_size, zero_point, techniques)
 
 
 _DIMENSION_KEYS = ("model", "gpu", "tensor_parallel_size", "context_tokens", "batch_size", "kv_cache_dtype", "weights_dtype")
@@ -161,19 +207,31 @@ def plan(
     reserve: ReserveOption = None,
     output_format: FormatOption = None,
     json_output: JsonOption = False,
+    kv_quant_axis: KvQuantAxisOption = "token",
+    kv_outlier_fraction: KvOutlierOption = None,
+    kv_keep_ratio: KvKeepRatioOption = None,
+    kv_token_budget: KvTokenBudgetOption = None,
+    kv_keep_recent: KvKeepRecentOption = None,
+    kv_heads: KvHeadsOption = None,
+    cross_layer_share: CrossLayerOption = None,
+    sliding_window: SlidingWindowOption = None,
+    sliding_window_layers: SlidingLayersOption = "all",
+    cpu_offload: CpuOffloadOption = None,
 ) -> None:
     """Find, for each GPU type, the smallest tensor-parallel group that holds the weights and the requested KV."""
     from kvsize.catalog import catalog_ids, load_gpu, load_model
     from kvsize.formats import Column, resolve_format, to_csv, to_json, to_markdown
     from kvsize.options import split_values
-    from kvsize.options import RequestOptions, build_request
+    from kvsize.options import RequestOptions, apply_architecture_options, build_request
     from kvsize.planning import plan as run_plan
     from kvsize.report import SCHEMA_VERSION, estimate_to_dict
 
     chosen_format = resolve_format(output_format, json_output)
+    techniques = technique_options(kv_quant_axis, kv_outlier_fraction, kv_keep_ratio, kv_token_budget, kv_keep_recent,
+                                   kv_heads, cross_layer_share, sliding_window, sliding_window_layers, cpu_offload)  # fmt: skip
     request = build_request(RequestOptions(ctx, batch, kv_cache_dtype, kv_group_size, kv_zero_point, weights_dtype,
-                                           "1", gpu_memory_utilization, reserve))  # fmt: skip
-    model_spec = load_model(model)
+                                           "1", gpu_memory_utilization, reserve, techniques))  # fmt: skip
+    model_spec = apply_architecture_options(load_model(model), techniques)
     gpu_names = split_values(gpu, "--gpu") or catalog_ids("gpus")
     options = run_plan(model_spec, [load_gpu(name) for name in gpu_names], request)
 
@@ -241,11 +299,21 @@ def check(
     max_kv_fraction: Annotated[Optional[str], typer.Option("--max-kv-fraction", help="Fail if the request's KV uses more than this fraction of the KV budget per GPU, in (0, 1].")] = None,
     output_format: FormatOption = None,
     json_output: JsonOption = False,
+    kv_quant_axis: KvQuantAxisOption = "token",
+    kv_outlier_fraction: KvOutlierOption = None,
+    kv_keep_ratio: KvKeepRatioOption = None,
+    kv_token_budget: KvTokenBudgetOption = None,
+    kv_keep_recent: KvKeepRecentOption = None,
+    kv_heads: KvHeadsOption = None,
+    cross_layer_share: CrossLayerOption = None,
+    sliding_window: SlidingWindowOption = None,
+    sliding_window_layers: SlidingLayersOption = "all",
+    cpu_offload: CpuOffloadOption = None,
 ) -> None:
     """Gate a deployment plan in CI: exit 0 when it fits and every threshold holds, 1 when not, 2 on invalid input."""
     from kvsize.catalog import load_gpu, load_model
     from kvsize.formats import resolve_format, to_json
-    from kvsize.options import RequestOptions, build_request, parse_fraction, parse_positive_int
+    from kvsize.options import RequestOptions, apply_architecture_options, build_request, parse_fraction, parse_positive_int
     from kvsize.planning import Thresholds
     from kvsize.planning import check as run_check
     from kvsize.report import estimate_to_dict
@@ -253,14 +321,17 @@ def check(
     from kvsize.units import format_bytes, parse_token_count
 
     chosen_format = resolve_format(output_format, json_output)
+    techniques = technique_options(kv_quant_axis, kv_outlier_fraction, kv_keep_ratio, kv_token_budget, kv_keep_recent,
+                                   kv_heads, cross_layer_share, sliding_window, sliding_window_layers, cpu_offload)  # fmt: skip
     request = build_request(RequestOptions(ctx, batch, kv_cache_dtype, kv_group_size, kv_zero_point, weights_dtype,
-                                           tensor_parallel_size, gpu_memory_utilization, reserve))  # fmt: skip
+                                           tensor_parallel_size, gpu_memory_utilization, reserve, techniques))  # fmt: skip
     thresholds = Thresholds(
         min_batch_size=parse_positive_int(min_batch, "--min-batch") if min_batch is not None else None,
         min_context_tokens=parse_token_count(min_context, "--min-context") if min_context is not None else None,
         max_kv_fraction=float(parse_fraction(max_kv_fraction, "--max-kv-fraction")) if max_kv_fraction is not None else None,
     )
-    result = run_estimate(load_model(model), load_gpu(gpu or DEFAULT_GPU), request)
+    model_spec = apply_architecture_options(load_model(model), techniques)
+    result = run_estimate(model_spec, load_gpu(gpu or DEFAULT_GPU), request)
     print_warnings(result.warnings)
     verdict = run_check(result, thresholds)
 

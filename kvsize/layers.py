@@ -1,16 +1,21 @@
 """Layer kinds and what each one caches per sequence.
 
-Each kind answers two questions for one decoder layer on one tensor-parallel
-rank: how many bits one cached token costs, and how many tokens of a sequence
-of `context_tokens` it keeps. Kinds with a fixed state per sequence (Mamba,
-Gated DeltaNet) keep no tokens and report their state size instead.
+Each kind answers, for one decoder layer on one tensor-parallel rank: how many
+tokens of a sequence of `context_tokens` it keeps, how many bits that many
+cached tokens take (`cache_bits`), and what one token costs on average
+(`bits_per_token`). Kinds with a fixed state per sequence (Mamba, Gated
+DeltaNet) keep no tokens and report their state size instead. Bits may be a
+Fraction when outliers are counted at their expected number.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 from kvsize.precision import Precision, parse_precision
+
+Bits = int | Fraction
 
 
 def kv_heads_per_rank(num_kv_heads: int, tensor_parallel_size: int) -> int:
@@ -37,9 +42,17 @@ class FullAttention:
     kind = "full"
     grows_with_context = True
 
-    def bits_per_token(self, precision: Precision, tensor_parallel_size: int = 1) -> int:
+    def bits_per_token(self, precision: Precision, tensor_parallel_size: int = 1) -> Bits:
         heads = kv_heads_per_rank(self.num_kv_heads, tensor_parallel_size)
-        return heads * (precision.vector_bits(self.k_head_dim) + precision.vector_bits(self.v_head_dim))
+        per_head = precision.amortized_bits(self.k_head_dim) + precision.amortized_bits(self.v_head_dim)
+        return heads * per_head + 2 * precision.row_bits(1)
+
+    def cache_bits(self, precision: Precision, num_tokens: int, tensor_parallel_size: int = 1) -> Bits:
+        """Return the exact bits `num_tokens` cached tokens take: K and V for each head on this rank."""
+        heads = kv_heads_per_rank(self.num_kv_heads, tensor_parallel_size)
+        keys = precision.tokens_bits(self.k_head_dim, num_tokens)
+        values = precision.tokens_bits(self.v_head_dim, num_tokens)
+        return heads * (keys + values) + 2 * precision.row_bits(num_tokens)
 
     def cached_tokens(self, context_tokens: int) -> int:
         return context_tokens
@@ -108,10 +121,18 @@ class LatentAttention:
     kind = "mla"
     grows_with_context = True
 
-    def bits_per_token(self, precision: Precision, tensor_parallel_size: int = 1) -> int:
-        bits = precision.vector_bits(self.kv_lora_rank + self.qk_rope_head_dim)
+    def bits_per_token(self, precision: Precision, tensor_parallel_size: int = 1) -> Bits:
+        bits = precision.amortized_bits(self.kv_lora_rank + self.qk_rope_head_dim) + precision.row_bits(1)
         if self.indexer_head_dim:
-            bits += precision.vector_bits(self.indexer_head_dim)
+            bits += precision.amortized_bits(self.indexer_head_dim)
+        return bits
+
+    def cache_bits(self, precision: Precision, num_tokens: int, tensor_parallel_size: int = 1) -> Bits:
+        """Return the exact bits `num_tokens` cached latents take (the same on every rank)."""
+        bits = precision.tokens_bits(self.kv_lora_rank + self.qk_rope_head_dim, num_tokens)
+        bits += precision.row_bits(num_tokens)
+        if self.indexer_head_dim:
+            bits += precision.tokens_bits(self.indexer_head_dim, num_tokens)
         return bits
 
     def cached_tokens(self, context_tokens: int) -> int:
@@ -139,7 +160,10 @@ class RecurrentState:
     kind = "state"
     grows_with_context = False
 
-    def bits_per_token(self, precision: Precision, tensor_parallel_size: int = 1) -> int:
+    def bits_per_token(self, precision: Precision, tensor_parallel_size: int = 1) -> Bits:
+        return 0
+
+    def cache_bits(self, precision: Precision, num_tokens: int, tensor_parallel_size: int = 1) -> Bits:
         return 0
 
     def cached_tokens(self, context_tokens: int) -> int:
@@ -165,7 +189,10 @@ class SharedKV:
     kind = "shared"
     grows_with_context = False
 
-    def bits_per_token(self, precision: Precision, tensor_parallel_size: int = 1) -> int:
+    def bits_per_token(self, precision: Precision, tensor_parallel_size: int = 1) -> Bits:
+        return 0
+
+    def cache_bits(self, precision: Precision, num_tokens: int, tensor_parallel_size: int = 1) -> Bits:
         return 0
 
     def cached_tokens(self, context_tokens: int) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 
 from kvsize.errors import InvalidInputError
 
@@ -19,32 +20,82 @@ from kvsize.errors import InvalidInputError
 SCALE_BITS = 16
 
 
+# Dense-and-sparse quantization (KVQuant) keeps outliers in a sparse matrix of
+# compressed rows: each outlier stores its 16-bit value and a 16-bit position,
+# and each row (one token's keys, or values, in one layer) a 32-bit offset.
+OUTLIER_VALUE_BITS = 16
+OUTLIER_INDEX_BITS = 16
+SPARSE_ROW_OFFSET_BITS = 32
+
+
 @dataclass(frozen=True)
 class Precision:
-    """A storage format: bits per element plus the per-group overhead."""
+    """A storage format: bits per element plus the per-group overhead.
+
+    `group_axis` says how groups are formed: "token" groups `group_size`
+    consecutive elements of one vector (per-token quantization), "channel"
+    groups one channel over `group_size` consecutive tokens (per-channel
+    quantization, as KIVI does for keys). `outlier_fraction` keeps that share
+    of values at 16 bits in a sparse side matrix.
+    """
 
     name: str
     element_bits: int
     group_size: int | None = None
     group_overhead_bits: int = 0
+    group_axis: str = "token"
+    outlier_fraction: Fraction | None = None
 
     def vector_bits(self, num_elements: int) -> int:
-        """Return the bits one vector of `num_elements` takes, scales included."""
+        """Return the bits one token's vector of `num_elements` takes, per-token scales included.
+
+        Per-channel scales and outliers are not per vector; `tokens_bits` counts them.
+        """
         bits = num_elements * self.element_bits
-        if self.group_size is not None:
+        if self.group_size is not None and self.group_axis == "token":
             num_groups = -(-num_elements // self.group_size)
             bits += num_groups * self.group_overhead_bits
         return bits
 
+    def tokens_bits(self, num_elements: int, num_tokens: int) -> int | Fraction:
+        """Return the exact bits `num_tokens` vectors of `num_elements` take, every overhead included.
+
+        Per-channel groups are counted whole (a partly filled group still has
+        its scale); outliers are counted at their expected number, so the
+        result may be a fraction of a bit until the sequence is rounded.
+        """
+        bits: int | Fraction = num_tokens * self.vector_bits(num_elements)
+        if self.group_size is not None and self.group_axis == "channel":
+            bits += -(-num_tokens // self.group_size) * num_elements * self.group_overhead_bits
+        if self.outlier_fraction:
+            bits += self.outlier_fraction * num_tokens * num_elements * (OUTLIER_VALUE_BITS + OUTLIER_INDEX_BITS)
+        return bits
+
+    def row_bits(self, num_tokens: int) -> int:
+        """Return the bits of sparse-row offsets for `num_tokens` rows (0 without outliers)."""
+        return num_tokens * SPARSE_ROW_OFFSET_BITS if self.outlier_fraction else 0
+
+    def amortized_bits(self, num_elements: int) -> int | Fraction:
+        """Return the average bits one token's vector costs, with per-channel scales spread over their group."""
+        bits: int | Fraction = self.vector_bits(num_elements)
+        if self.group_size is not None and self.group_axis == "channel":
+            bits += Fraction(num_elements * self.group_overhead_bits, self.group_size)
+        if self.outlier_fraction:
+            bits += self.outlier_fraction * num_elements * (OUTLIER_VALUE_BITS + OUTLIER_INDEX_BITS)
+        return bits
+
     def effective_bits(self, num_elements: int) -> float:
-        """Return the average bits per element for vectors of `num_elements`."""
-        return self.vector_bits(num_elements) / num_elements
+        """Return the average bits per element for vectors of `num_elements`, row offsets excluded."""
+        return float(self.amortized_bits(num_elements) / num_elements)
 
     def describe(self) -> str:
-        """Return the name with its grouping, e.g. `int4 (group 64, +32 bits/group)`."""
-        if self.group_size is None:
-            return self.name
-        return f"{self.name} (group {self.group_size}, +{self.group_overhead_bits} bits/group)"
+        """Return the name with its grouping and outliers, e.g. `int4 (group 64 per token, +32 bits/group)`."""
+        parts = []
+        if self.group_size is not None:
+            parts.append(f"group {self.group_size} per {self.group_axis}, +{self.group_overhead_bits} bits/group")
+        if self.outlier_fraction:
+            parts.append(f"{float(self.outlier_fraction):.2%} outliers at 16 bits")
+        return f"{self.name} ({'; '.join(parts)})" if parts else self.name
 
 
 # Formats with a fixed grouping defined by their specification:
@@ -106,6 +157,8 @@ def parse_precision(
     group_size: int | None = None,
     zero_point: bool = False,
     option: str = "--kv-cache-dtype",
+    group_axis: str = "token",
+    outlier_fraction: Fraction | None = None,
 ) -> Precision:
     """Build a Precision from a dtype name and an optional quantization group.
 
@@ -117,17 +170,22 @@ def parse_precision(
     if group_size is not None and group_size < 1:
         raise InvalidInputError(f"invalid group size {group_size}: it must be at least 1 element")
 
+    if group_axis not in ("token", "channel"):
+        raise InvalidInputError(f"invalid quantization axis {group_axis!r}: expected token or channel")
+    if outlier_fraction is not None and not 0 <= outlier_fraction < 1:
+        raise InvalidInputError(f"invalid outlier fraction {float(outlier_fraction)}: it must be at least 0 and below 1")
+
     if canonical in _BLOCK_FORMATS:
-        if group_size is not None or zero_point:
+        if group_size is not None or zero_point or outlier_fraction:
             raise InvalidInputError(
                 f"invalid quantization group for {canonical}: its scale grouping is fixed by the format; "
-                "drop the group-size and zero-point options"
+                "drop the group-size, zero-point and outlier options"
             )
         return _BLOCK_FORMATS[canonical]
 
     if canonical in _PLAIN_FORMATS:
         bits = _PLAIN_FORMATS[canonical]
-        if bits >= 16 and (group_size is not None or zero_point):
+        if bits >= 16 and (group_size is not None or zero_point or outlier_fraction):
             raise InvalidInputError(
                 f"invalid quantization group for {canonical}: a {bits}-bit float cache is not quantized and "
                 "stores no scales; drop --kv-group-size and --kv-zero-point"
@@ -139,12 +197,13 @@ def parse_precision(
         bits = int(match.group(1))
         canonical = f"int{bits}"
 
+    outliers = outlier_fraction or None
     if group_size is None:
         if zero_point:
             raise InvalidInputError("a zero point needs a quantization group: add --kv-group-size")
-        return Precision(canonical, bits)
+        return Precision(canonical, bits, outlier_fraction=outliers)
     overhead = SCALE_BITS * (2 if zero_point else 1)
-    return Precision(canonical, bits, group_size, overhead)
+    return Precision(canonical, bits, group_size, overhead, group_axis, outliers)
 
 
 # Weight formats as published checkpoints store them. Integer 4-bit weights

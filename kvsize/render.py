@@ -34,11 +34,14 @@ def _params(count: int) -> str:
 def _fit_verdict(result: Estimate) -> str:
     if result.fits:
         headroom = result.kv_budget_bytes_per_gpu - result.kv_cache_bytes_per_gpu
+        if headroom < 0:
+            return f"yes, with {format_bytes(-headroom)} per GPU of the KV in host memory"
         return f"yes, {format_bytes(headroom)} per GPU to spare"
     if not result.weights_fit:
         return f"no: weights and reserve exceed usable memory by {format_bytes(-result.kv_budget_bytes_per_gpu)} per GPU"
-    shortfall = result.kv_cache_bytes_per_gpu - result.kv_budget_bytes_per_gpu
-    return f"no: the KV cache exceeds the budget by {format_bytes(shortfall)} per GPU"
+    shortfall = result.kv_cache_bytes_per_gpu - result.kv_budget_bytes_per_gpu - result.request.cpu_offload_bytes // result.num_gpus
+    where = "the budget and its host memory" if result.request.cpu_offload_bytes else "the budget"
+    return f"no: the KV cache exceeds {where} by {format_bytes(shortfall)} per GPU"
 
 
 def _breakdown_rows(result: Estimate) -> list[tuple[str, str]]:
@@ -74,7 +77,11 @@ def estimate_table(result: Estimate, gpu_is_default: bool = False, alternatives:
     table.add_column("quantity", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
 
+    for technique in result.techniques:
+        table.add_row("Technique", technique)
     table.add_row("KV per token", _bytes_with_raw(result.kv_bytes_per_token))
+    if result.kv_precision.group_size is not None or result.kv_precision.outlier_fraction:
+        table.add_row("Effective KV bits", f"{result.kv_effective_bits:.3f} bits per element, every overhead included")
     for label, value in _breakdown_rows(result):
         table.add_row(label, value)
     if tp > 1:
@@ -102,6 +109,12 @@ def estimate_table(result: Estimate, gpu_is_default: bool = False, alternatives:
         "KV budget",
         f"{format_bytes(result.kv_budget_bytes_per_gpu)} per GPU = usable - weights - reserve",
     )
+    if request.cpu_offload_bytes:
+        table.add_row("CPU offload", f"{format_bytes(request.cpu_offload_bytes)} of host memory, "
+                      f"{format_bytes(request.cpu_offload_bytes // tp)} per GPU")  # fmt: skip
+        table.add_row("KV placement", f"{format_bytes(result.kv_on_gpu_bytes_per_gpu)} per GPU on the GPU, "
+                      f"{format_bytes(result.kv_on_host_bytes)} in host memory; per sequence "
+                      f"{result.gpu_tokens_per_sequence:,} tokens on the GPU, {result.host_tokens_per_sequence:,} on the host")  # fmt: skip
     table.add_row("Fits", _fit_verdict(result))
 
     if result.max_context_tokens is None:
@@ -115,6 +128,11 @@ def estimate_table(result: Estimate, gpu_is_default: bool = False, alternatives:
     table.add_row("Max context", max_context)
     plural = "" if result.max_batch_size == 1 else "s"
     table.add_row("Max batch", f"{result.max_batch_size:,} sequence{plural} at {request.context_tokens:,} tokens")
+    if request.cpu_offload_bytes:
+        gpu_only = ("unbounded" if result.max_context_tokens_gpu_only is None
+                    else f"{result.max_context_tokens_gpu_only:,} tokens")  # fmt: skip
+        table.add_row("Without offload", f"max context {gpu_only}, max batch {result.max_batch_size_gpu_only:,}; "
+                      "the host tier adds the difference, at the cost of latency")  # fmt: skip
 
     if not result.fits:
         table.add_row("Suggestion", _suggestion(alternatives or []))
@@ -151,17 +169,16 @@ def rows_table(columns, rows, title: str | None = None, failed=None) -> Table:
 
 
 def print_table(console: Console, table: Table) -> None:
-    """Print a table; off a terminal, widen the console so no cell is cut or wrapped."""
-    if not console.is_terminal:
-        needed = console.measure(table, options=console.options.update_width(100_000)).maximum
-        if needed > console.width:
-            console.width = needed
-        # Rich pads every cell to the column width; piped output keeps no trailing spaces.
-        with console.capture() as capture:
-            console.print(table)
-        console.file.write("\n".join(line.rstrip() for line in capture.get().splitlines()) + "\n")
+    """Print a table; off a terminal, at its natural width, so no cell is cut or wrapped."""
+    if console.is_terminal:
+        console.print(table)
         return
-    console.print(table)
+    # Rendered once on a wide canvas (a table never grows past its natural
+    # width), then stripped of the padding Rich adds to every cell.
+    console.width = 10_000
+    with console.capture() as capture:
+        console.print(table)
+    console.file.write("\n".join(line.rstrip() for line in capture.get().splitlines()) + "\n")
 
 
 def split_constant_columns(columns, rows, keys):

@@ -8,14 +8,16 @@ whole number of bytes and the cost of a batch is exactly `batch x` that.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from decimal import Decimal
+from fractions import Fraction
 
 from kvsize.errors import InvalidInputError
-from kvsize.layers import FullAttention, Layer
+from kvsize.layers import Bits, FullAttention, LatentAttention, Layer
 from kvsize.precision import Precision, parse_precision, parse_weight_precision
 from kvsize.specs import GpuSpec, ModelSpec
-from kvsize.units import GiB
+from kvsize.units import GiB, format_bytes
 
 DEFAULT_GPU_MEMORY_UTILIZATION = Decimal("0.9")
 
@@ -45,6 +47,42 @@ def default_kv_dtype(model: ModelSpec) -> str:
 
 
 @dataclass(frozen=True)
+class TokenPolicy:
+    """Token eviction for layers whose cache grows with context (H2O, SnapKV, StreamingLLM).
+
+    Each such layer keeps `ceil(keep_ratio x context)` tokens, or at most
+    `token_budget`, plus the last `keep_recent_tokens` of the prompt left
+    uncompressed (SnapKV's observation window), and never more than the
+    context. Sliding-window, chunked and state layers are bounded already and
+    are left alone.
+    """
+
+    keep_ratio: Fraction | None = None
+    token_budget: int | None = None
+    keep_recent_tokens: int = 0
+
+    def kept_tokens(self, context_tokens: int) -> int:
+        if self.keep_ratio is not None:
+            kept = math.ceil(self.keep_ratio * context_tokens)
+        elif self.token_budget is not None:
+            kept = self.token_budget
+        else:
+            kept = context_tokens
+        return min(context_tokens, kept + self.keep_recent_tokens)
+
+    def describe(self) -> str:
+        if self.keep_ratio is not None:
+            text = f"keep {float(self.keep_ratio):.0%} of tokens"
+        elif self.token_budget is not None:
+            text = f"token budget {self.token_budget:,} per sequence per layer"
+        else:
+            text = "no eviction"
+        if self.keep_recent_tokens:
+            text += f" + last {self.keep_recent_tokens:,} tokens kept"
+        return text + " (layers that grow with context only)"
+
+
+@dataclass(frozen=True)
 class SizingRequest:
     """What the user asks about: a context, a batch, precisions, a parallel layout."""
 
@@ -56,6 +94,8 @@ class SizingRequest:
     gpu_memory_utilization: Decimal = DEFAULT_GPU_MEMORY_UTILIZATION
     reserve_bytes: int = DEFAULT_RESERVE_BYTES
     reserve_is_default: bool = True
+    token_policy: TokenPolicy | None = None
+    cpu_offload_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -96,6 +136,14 @@ class Estimate:
     fits: bool
     max_context_tokens: int | None
     max_batch_size: int
+    kv_effective_bits: float = 0.0
+    techniques: tuple[str, ...] = ()
+    kv_on_gpu_bytes_per_gpu: int = 0
+    kv_on_host_bytes: int = 0
+    gpu_tokens_per_sequence: int = 0
+    host_tokens_per_sequence: int = 0
+    max_context_tokens_gpu_only: int | None = None
+    max_batch_size_gpu_only: int = 0
     warnings: tuple[str, ...] = field(default=())
 
     @property
@@ -111,28 +159,43 @@ def _type_counts(model: ModelSpec) -> list[tuple[Layer, int]]:
     return [(model.layer_types[name], count) for name, count in model.layer_counts().items()]
 
 
-def kv_bits_per_token(model: ModelSpec, precision: Precision, tensor_parallel_size: int = 1) -> int:
+def kv_bits_per_token(model: ModelSpec, precision: Precision, tensor_parallel_size: int = 1) -> Bits:
     """Return the bits one token costs on one rank when every layer stores it."""
     return sum(layer.bits_per_token(precision, tensor_parallel_size) * count for layer, count in _type_counts(model))
 
 
-def sequence_kv_bits(model: ModelSpec, precision: Precision, context_tokens: int, tensor_parallel_size: int = 1) -> int:
-    """Return the bits one sequence of `context_tokens` holds on one rank, states included."""
+def kv_elements_per_token(model: ModelSpec) -> int:
+    """Return the cached elements (K, V or latent values) one token has over all layers, unsharded."""
     total = 0
     for layer, count in _type_counts(model):
-        per_layer = layer.cached_tokens(context_tokens) * layer.bits_per_token(precision, tensor_parallel_size)
-        per_layer += layer.state_bits(tensor_parallel_size)
+        if isinstance(layer, FullAttention):
+            total += count * layer.num_kv_heads * (layer.k_head_dim + layer.v_head_dim)
+        elif isinstance(layer, LatentAttention):
+            total += count * (layer.kv_lora_rank + layer.qk_rope_head_dim + layer.indexer_head_dim)
+    return total
+
+
+def _layer_tokens(layer: Layer, context_tokens: int, policy: TokenPolicy | None) -> int:
+    if policy is not None and layer.max_cached_tokens() is None:
+        return policy.kept_tokens(context_tokens)
+    return layer.cached_tokens(context_tokens)
+
+
+def sequence_kv_bits(model: ModelSpec, precision: Precision, context_tokens: int, tensor_parallel_size: int = 1,
+                     policy: TokenPolicy | None = None) -> Bits:  # fmt: skip
+    """Return the bits one sequence of `context_tokens` holds on one rank, states included."""
+    total: Bits = 0
+    for layer, count in _type_counts(model):
+        tokens = _layer_tokens(layer, context_tokens, policy)
+        per_layer = layer.cache_bits(precision, tokens, tensor_parallel_size) + layer.state_bits(tensor_parallel_size)
         total += per_layer * count
     return total
 
 
-def sequence_kv_bytes(model: ModelSpec, precision: Precision, context_tokens: int, tensor_parallel_size: int = 1) -> int:
+def sequence_kv_bytes(model: ModelSpec, precision: Precision, context_tokens: int, tensor_parallel_size: int = 1,
+                      policy: TokenPolicy | None = None) -> int:  # fmt: skip
     """Return the bytes one sequence of `context_tokens` holds on one rank."""
-    return bits_to_bytes(sequence_kv_bits(model, precision, context_tokens, tensor_parallel_size))
-
-
-def _grows_with_context(model: ModelSpec) -> bool:
-    return any(layer.max_cached_tokens() is None for layer in model.layer_types.values())
+    return bits_to_bytes(sequence_kv_bits(model, precision, context_tokens, tensor_parallel_size, policy))
 
 
 def max_context_tokens(
@@ -141,41 +204,35 @@ def max_context_tokens(
     budget_bytes: int,
     batch_size: int = 1,
     tensor_parallel_size: int = 1,
+    policy: TokenPolicy | None = None,
 ) -> int | None:
     """Return the longest context that `batch_size` sequences can each reach within `budget_bytes`.
 
     Memory is non-decreasing in the context but not linear when sliding,
-    chunked or state layers are present, so the answer is found by binary
-    search over whole tokens: the result fits and one more token does not.
-    Returns None (unbounded) when no layer grows past a fixed size and the
-    largest size fits; returns 0 when not even one token fits.
+    chunked, state or evicting layers are present, so the answer is found by
+    search over whole tokens: doubling until the cost exceeds the budget, then
+    bisecting, so that the result fits and one more token does not. Returns
+    None (unbounded) when even MAX_CONTEXT_TOKENS fits, which is the case when
+    no layer grows past a fixed size; returns 0 when not even one token fits.
     """
-    def cost(context_tokens: int) -> int:
-        return batch_size * sequence_kv_bytes(model, precision, context_tokens, tensor_parallel_size)
+    def fits(context_tokens: int) -> bool:
+        cost = batch_size * sequence_kv_bytes(model, precision, context_tokens, tensor_parallel_size, policy)
+        return cost <= budget_bytes
 
-    if budget_bytes < 0 or cost(1) > budget_bytes:
+    if budget_bytes < 0 or not fits(1):
         return 0
-    if not _grows_with_context(model):
-        longest_window = max((layer.max_cached_tokens() or 0) for layer in model.layer_types.values())
-        if cost(max(longest_window, 1)) <= budget_bytes:
+    low, high = 1, 2
+    while fits(high):
+        if high >= MAX_CONTEXT_TOKENS:
             return None
-        high = longest_window
-    else:
-        # Full and latent layers alone cost this much per token, which bounds the answer.
-        growing_bits = sum(
-            layer.bits_per_token(precision, tensor_parallel_size) * count
-            for layer, count in _type_counts(model)
-            if layer.max_cached_tokens() is None
-        )
-        high = (budget_bytes * 8) // (batch_size * growing_bits) + 1
-
-    low = 1  # cost(low) fits
-    while low < high:
-        middle = (low + high + 1) // 2
-        if cost(middle) <= budget_bytes:
+        low, high = high, min(high * 2, MAX_CONTEXT_TOKENS)
+    # fits(low) holds and fits(high) does not.
+    while high - low > 1:
+        middle = (low + high) // 2
+        if fits(middle):
             low = middle
         else:
-            high = middle - 1
+            high = middle
     return low
 
 
@@ -269,6 +326,7 @@ def weights_size(model: ModelSpec, precision: Precision) -> tuple[int, bool]:
 
 def _breakdown(model: ModelSpec, precision: Precision, request: SizingRequest) -> tuple[KindUsage, ...]:
     tp = request.tensor_parallel_size
+    policy = request.token_policy
     grouped: dict[str, list[tuple[Layer, int]]] = {}
     for layer, count in _type_counts(model):
         grouped.setdefault(layer.kind, []).append((layer, count))
@@ -276,7 +334,7 @@ def _breakdown(model: ModelSpec, precision: Precision, request: SizingRequest) -
     usages = []
     for kind, members in grouped.items():
         sequence_bits = sum(
-            (layer.cached_tokens(request.context_tokens) * layer.bits_per_token(precision, tp)
+            (layer.cache_bits(precision, _layer_tokens(layer, request.context_tokens, policy), tp)
              + layer.state_bits(tp)) * count
             for layer, count in members
         )  # fmt: skip
@@ -288,7 +346,7 @@ def _breakdown(model: ModelSpec, precision: Precision, request: SizingRequest) -
                 bytes_per_token_per_gpu=bits_to_bytes(
                     sum(layer.bits_per_token(precision, tp) * count for layer, count in members)
                 ),
-                cached_tokens_per_layer=max(layer.cached_tokens(request.context_tokens) for layer, _ in members),
+                cached_tokens_per_layer=max(_layer_tokens(layer, request.context_tokens, policy) for layer, _ in members),
                 state_bytes_per_sequence_per_gpu=bits_to_bytes(sum(layer.state_bits(tp) * count for layer, count in members)),
                 kv_cache_bytes_per_gpu=request.batch_size * bits_to_bytes(sequence_bits),
             )
@@ -296,37 +354,19 @@ def _breakdown(model: ModelSpec, precision: Precision, request: SizingRequest) -
     return tuple(usages)
 
 
-def estimate(model: ModelSpec, gpu: GpuSpec, request: SizingRequest) -> Estimate:
-    """Size the KV cache and weights for `request` and work out what fits on `gpu`.
+def _techniques(model: ModelSpec, precision: Precision, request: SizingRequest) -> tuple[str, ...]:
+    """Name every what-if technique applied to this estimate, for people and for JSON."""
+    applied = [f"architecture: {change}" for change in model.variant]
+    if precision.group_size is not None or precision.outlier_fraction:
+        applied.append(f"KV quantization: {precision.describe()}")
+    if request.token_policy is not None:
+        applied.append(f"token eviction: {request.token_policy.describe()}")
+    if request.cpu_offload_bytes:
+        applied.append(f"CPU offload: {format_bytes(request.cpu_offload_bytes)} of host memory for KV")
+    return tuple(applied)
 
-    The KV budget per GPU is `capacity x utilization - weights per GPU -
-    reserve`, where capacity is the memory the driver reports. Weights are
-    split evenly across the tensor-parallel group; KV heads are split or
-    replicated (see `kv_heads_per_rank`); an MLA latent is replicated on every
-    rank; a recurrent state is split.
-    """
-    _check_request(request)
-    check_tensor_parallel_size(model, request.tensor_parallel_size)
-    tp = request.tensor_parallel_size
 
-    kv_precision = request.kv_precision or parse_precision(default_kv_dtype(model))
-    weight_precision = request.weight_precision or parse_weight_precision(model.weight_dtype)
-
-    sequence_bytes = sequence_kv_bytes(model, kv_precision, request.context_tokens, tp)
-    kv_cache_bytes_per_gpu = request.batch_size * sequence_bytes
-
-    weights_bytes, weights_from_checkpoint = weights_size(model, weight_precision)
-    weights_bytes_per_gpu = -(-weights_bytes // tp)
-
-    # Decimal keeps 0.9 exact, so 0.9 x capacity floors to the byte vLLM would compute.
-    usable = int(Decimal(gpu.memory_reported_bytes) * request.gpu_memory_utilization)
-    budget = usable - weights_bytes_per_gpu - request.reserve_bytes
-
-    if budget >= 0 and sequence_bytes > 0:
-        max_batch = budget // sequence_bytes
-    else:
-        max_batch = 0
-
+def _warnings(model: ModelSpec, gpu: GpuSpec, request: SizingRequest, kv_precision: Precision) -> list[str]:
     warnings = []
     if request.context_tokens > model.max_position_embeddings:
         warnings.append(
@@ -340,6 +380,58 @@ def estimate(model: ModelSpec, gpu: GpuSpec, request: SizingRequest) -> Estimate
         )
     if gpu.memory_reported_estimated:
         warnings.append(f"{gpu.id}: the reported capacity is an estimate from the marketed figure, not a driver reading")
+    if request.cpu_offload_bytes:
+        warnings.append(
+            "CPU offload trades latency for capacity: KV held in host memory crosses PCIe or NVLink-C2C "
+            "whenever attention reads it"
+        )
+    return warnings
+
+
+def estimate(model: ModelSpec, gpu: GpuSpec, request: SizingRequest) -> Estimate:
+    """Size the KV cache and weights for `request` and work out what fits on `gpu`.
+
+    The KV budget per GPU is `capacity x utilization - weights per GPU -
+    reserve`, where capacity is the memory the driver reports. Weights are
+    split evenly across the tensor-parallel group; KV heads are split or
+    replicated (see `kv_heads_per_rank`); an MLA latent is replicated on every
+    rank; a recurrent state is split. With CPU offload, each rank may also
+    keep KV in its share of the host memory (`cpu_offload_bytes / tp`), but
+    weights must stay on the GPU.
+    """
+    _check_request(request)
+    check_tensor_parallel_size(model, request.tensor_parallel_size)
+    tp = request.tensor_parallel_size
+    policy = request.token_policy
+
+    kv_precision = request.kv_precision or parse_precision(default_kv_dtype(model))
+    weight_precision = request.weight_precision or parse_weight_precision(model.weight_dtype)
+
+    sequence_bytes = sequence_kv_bytes(model, kv_precision, request.context_tokens, tp, policy)
+    kv_cache_bytes_per_gpu = request.batch_size * sequence_bytes
+
+    weights_bytes, weights_from_checkpoint = weights_size(model, weight_precision)
+    weights_bytes_per_gpu = -(-weights_bytes // tp)
+
+    # Decimal keeps 0.9 exact, so 0.9 x capacity floors to the byte vLLM would compute.
+    usable = int(Decimal(gpu.memory_reported_bytes) * request.gpu_memory_utilization)
+    budget = usable - weights_bytes_per_gpu - request.reserve_bytes
+    weights_fit = budget >= 0
+    host_bytes_per_gpu = request.cpu_offload_bytes // tp
+    capacity = budget + host_bytes_per_gpu if weights_fit else budget
+
+    def batch_within(limit: int) -> int:
+        return limit // sequence_bytes if limit >= 0 and sequence_bytes > 0 else 0
+
+    gpu_only_context = max_context_tokens(model, kv_precision, budget, request.batch_size, tp, policy)
+    on_gpu_bytes = min(kv_cache_bytes_per_gpu, max(budget, 0))
+    if gpu_only_context is None or gpu_only_context >= request.context_tokens:
+        gpu_tokens = request.context_tokens
+    else:
+        gpu_tokens = gpu_only_context
+
+    elements = kv_elements_per_token(model)
+    effective_bits = float(kv_bits_per_token(model, kv_precision) / elements) if elements else 0.0
 
     return Estimate(
         model=model,
@@ -359,11 +451,19 @@ def estimate(model: ModelSpec, gpu: GpuSpec, request: SizingRequest) -> Estimate
         gpu_memory_bytes=gpu.memory_reported_bytes,
         usable_memory_bytes=usable,
         kv_budget_bytes_per_gpu=budget,
-        weights_fit=budget >= 0,
-        fits=budget >= 0 and kv_cache_bytes_per_gpu <= budget,
-        max_context_tokens=max_context_tokens(model, kv_precision, budget, request.batch_size, tp),
-        max_batch_size=max_batch,
-        warnings=tuple(warnings),
+        weights_fit=weights_fit,
+        fits=weights_fit and kv_cache_bytes_per_gpu <= capacity,
+        max_context_tokens=max_context_tokens(model, kv_precision, capacity, request.batch_size, tp, policy),
+        max_batch_size=batch_within(capacity),
+        kv_effective_bits=effective_bits,
+        techniques=_techniques(model, kv_precision, request),
+        kv_on_gpu_bytes_per_gpu=on_gpu_bytes,
+        kv_on_host_bytes=(kv_cache_bytes_per_gpu - on_gpu_bytes) * tp,
+        gpu_tokens_per_sequence=gpu_tokens,
+        host_tokens_per_sequence=request.context_tokens - gpu_tokens,
+        max_context_tokens_gpu_only=gpu_only_context,
+        max_batch_size_gpu_only=batch_within(budget),
+        warnings=tuple(_warnings(model, gpu, request, kv_precision)),
     )
 
 
@@ -373,6 +473,7 @@ __all__ = [
     "Estimate",
     "KindUsage",
     "SizingRequest",
+    "TokenPolicy",
     "bits_to_bytes",
     "check_tensor_parallel_size",
     "valid_tensor_parallel_sizes",

@@ -7,11 +7,9 @@ non-positive sizes are rejected with the file, the line and the field.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
-
-import yaml
 
 from kvsize.errors import SpecError
 from kvsize.layers import (
@@ -36,34 +34,58 @@ class _LineMapping(dict):
     key_lines: dict[str, int]
 
 
-class _SpecLoader(yaml.SafeLoader):
-    """Safe loader that rejects duplicate keys and records line numbers."""
+@lru_cache(maxsize=None)
+def _spec_loader() -> type:
+    """Build the YAML loader class on first use, so importing kvsize does not import PyYAML.
+
+    It is a safe loader (no Python object tags) that rejects duplicate keys
+    and records line numbers; the C parser is used when PyYAML has it.
+    """
+    import yaml
+
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class SpecLoader(base):  # type: ignore[misc,valid-type]
+        pass
+
+    def construct_mapping(loader, node) -> _LineMapping:
+        loader.flatten_mapping(node)
+        mapping = _LineMapping()
+        mapping.line = node.start_mark.line + 1
+        mapping.key_lines = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in mapping:
+                raise SpecError(
+                    f"{loader.spec_path}:{line}: duplicate key {key!r} (first defined on line {mapping.key_lines[key]})"
+                )
+            mapping[key] = loader.construct_object(value_node, deep=True)
+            mapping.key_lines[key] = line
+        return mapping
+
+    SpecLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return SpecLoader
 
 
-def _construct_mapping(loader: _SpecLoader, node: yaml.MappingNode) -> _LineMapping:
-    loader.flatten_mapping(node)
-    mapping = _LineMapping()
-    mapping.line = node.start_mark.line + 1
-    mapping.key_lines = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        line = key_node.start_mark.line + 1
-        if key in mapping:
-            raise SpecError(
-                f"{loader.name}:{line}: duplicate key {key!r} (first defined on line {mapping.key_lines[key]})"
-            )
-        mapping[key] = loader.construct_object(value_node, deep=True)
-        mapping.key_lines[key] = line
-    return mapping
-
-
-_SpecLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+def as_line_mapping(value: Any) -> Any:
+    """Wrap plain dicts (from JSON) as line mappings without line numbers, recursively."""
+    if isinstance(value, dict):
+        mapping = _LineMapping((key, as_line_mapping(item)) for key, item in value.items())
+        mapping.line = 0
+        mapping.key_lines = {}
+        return mapping
+    if isinstance(value, list):
+        return [as_line_mapping(item) for item in value]
+    return value
 
 
 def parse_yaml_mapping(text: str, path: str) -> _LineMapping:
     """Parse YAML text that must hold one mapping; errors name `path` and the line."""
-    loader = _SpecLoader(text)
-    loader.name = path
+    import yaml
+
+    loader = _spec_loader()(text)
+    loader.spec_path = path
     try:
         document = loader.get_single_data()
     except SpecError:
@@ -104,6 +126,8 @@ class _Fields:
     def reject_unknown(self, allowed: set[str]) -> None:
         for key in self.mapping:
             if key not in allowed:
+                import difflib
+
                 close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else f"; allowed fields: {', '.join(sorted(allowed))}"
                 raise self.fail(str(key), f"unknown field{hint}")
@@ -207,6 +231,7 @@ class ModelSpec:
     source: tuple[str, ...]
     notes: str | None
     path: str
+    variant: tuple[str, ...] = ()
 
     @property
     def num_layers(self) -> int:

@@ -31,6 +31,18 @@ def make_model(body: str, model_id: str = "test-model", **overrides: object) -> 
     return parse_model_spec(parse_yaml_mapping(text, f"{model_id}.yaml"), f"{model_id}.yaml")
 
 
+@pytest.fixture(autouse=True)
+def no_user_spec_folders(monkeypatch, tmp_path_factory):
+    """Keep the developer's own spec folders (KVSIZE_CONFIG_PATH, ~/.config/kvsize) out of every test."""
+    from kvsize import user_specs
+
+    empty = tmp_path_factory.mktemp("no-user-config")
+    monkeypatch.delenv(user_specs.CONFIG_PATH_VARIABLE, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(empty))
+    monkeypatch.setenv("APPDATA", str(empty))
+    monkeypatch.setattr(user_specs, "_cli_config_dirs", ())
+
+
 @pytest.fixture
 def cli(capsys):
     """Run kvsize with arguments; return (exit code, stdout, stderr)."""

@@ -1,5 +1,6 @@
 """The wheel carries every spec under configs/ and kvsize reads them from the installed package."""
 
+import json
 import subprocess
 import sys
 import zipfile
@@ -24,11 +25,28 @@ def wheel(tmp_path_factory):
 
 
 def test_wheel_contains_every_spec(wheel):
-    names = set(zipfile.ZipFile(wheel).namelist())
+    archive = zipfile.ZipFile(wheel)
+    names = set(archive.namelist())
+    index = json.loads(archive.read("kvsize/configs/index.json"))
     for kind in ("models", "gpus"):
-        shipped = {Path(name).name for name in names if name.startswith(f"kvsize/configs/{kind}/")}
-        in_repo = {path.name for path in (REPO / "configs" / kind).glob("*.yaml")}
-        assert shipped == in_repo
+        folder = [Path(name) for name in names if name.startswith(f"kvsize/configs/{kind}/")]
+        in_repo = {path.stem for path in (REPO / "configs" / kind).glob("*.yaml")}
+        assert {path.stem for path in folder if path.suffix == ".yaml"} == in_repo
+        assert {path.stem for path in folder if path.suffix == ".json"} == in_repo
+        assert set(index[kind]) == in_repo
+
+
+def test_json_twins_equal_yaml(wheel):
+    """Each JSON twin holds exactly the data of its YAML file, aliases included in the index."""
+    import yaml
+
+    archive = zipfile.ZipFile(wheel)
+    index = json.loads(archive.read("kvsize/configs/index.json"))
+    for kind in ("models", "gpus"):
+        for path in (REPO / "configs" / kind).glob("*.yaml"):
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            assert json.loads(archive.read(f"kvsize/configs/{kind}/{path.stem}.json")) == data
+            assert index[kind][path.stem] == data.get("aliases", [])
 
 
 def test_installed_wheel_loads_every_spec(wheel, tmp_path):
@@ -36,9 +54,12 @@ def test_installed_wheel_loads_every_spec(wheel, tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     script = (
+        "import sys\n"
         "import kvsize.catalog as c\n"
         "root = str(c.builtin_root())\n"
         "assert root.startswith(%r), root\n"
+        "assert c.load_model('Meta-Llama-3-70B').id == 'llama3-70b'\n"
+        "assert 'yaml' not in sys.modules, 'the installed catalog must not need PyYAML'\n"
         "print(len(list(c.iter_specs('models'))), len(list(c.iter_specs('gpus'))))\n"
     ) % str(site)
     completed = subprocess.run(

@@ -1,0 +1,95 @@
+"""The `kvsize log` command and the `estimate --engine` output.
+
+`kvsize log FILE` reads a serving engine's startup log, runs the same
+configuration through kvsize's engine profile, and prints the figures the
+engine printed next to kvsize's prediction. `estimate` calls
+`print_engine_estimate` when `--engine` is given.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from kvsize.cli import _stdout_console, app
+from kvsize.errors import InvalidInputError
+
+
+def _read_log(file: str) -> str:
+    if file == "-":
+        return sys.stdin.read()
+    from pathlib import Path
+
+    path = Path(file)
+    if not path.is_file():
+        raise InvalidInputError(f"log file not found: {file}")
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError as error:
+        raise InvalidInputError(f"cannot read log file {file}: {error.strerror}") from None
+
+
+@app.command("log")
+def log_command(
+    file: Annotated[str, typer.Argument(help="Startup log of vLLM, SGLang, TensorRT-LLM or llama.cpp; '-' reads stdin.")],
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model id, alias or spec file, for a log whose model is not in the catalog.")] = None,
+    gpu: Annotated[Optional[str], typer.Option("--gpu", "-g", help="GPU id or alias, when the log does not print the GPU's memory. Default: h100-sxm.")] = None,
+    engine: Annotated[Optional[str], typer.Option("--engine", help="vllm, sglang, trtllm or llama.cpp, when the log's engine is not recognised.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object with every printed and predicted figure.")] = False,
+) -> None:
+    """Compare the KV-cache figures a serving engine printed at startup with kvsize's prediction."""
+    from kvsize.catalog import load_gpu
+    from kvsize.cli import DEFAULT_GPU
+    from kvsize.engine_logs import compare_log, parse_log, resolve_log_model
+    from kvsize.engines import parse_engine_name
+
+    text = _read_log(file)
+    facts = parse_log(text, parse_engine_name(engine) if engine else None)
+    model_spec = resolve_log_model(facts, model)
+    gpu_spec = load_gpu(gpu or DEFAULT_GPU)
+    comparison = compare_log(facts, model_spec, gpu_spec, gpu_is_known=gpu is not None)
+
+    if json_output:
+        import json
+
+        from kvsize.report_engine import log_comparison_to_dict
+
+        print(json.dumps(log_comparison_to_dict(comparison, model_spec.id, gpu_spec.id), indent=2))
+        return
+
+    from kvsize.render_engine import log_table
+
+    if gpu is not None:
+        gpu_name = gpu_spec.name
+    elif facts.total_gpu_memory is not None:
+        gpu_name = f"a GPU of {facts.total_gpu_memory.bytes / 2**30:.2f} GiB"
+    else:
+        gpu_name = "an unnamed GPU"
+    _stdout_console().print(log_table(comparison, model_spec.name, gpu_name))
+    if comparison.rows:
+        print("agrees: token pools within one block plus the blocks hidden by the rounding of the printed memory; "
+              "available KV memory within 5%")  # fmt: skip
+    else:
+        print("no printed figure could be checked: the log prints no KV memory or cache size")
+    for note in comparison.notes:
+        print(f"note: {note}", file=sys.stderr)
+
+def print_engine_estimate(model_spec, gpu_spec, settings, weight_precision, output_format: str) -> None:  # type: ignore[no-untyped-def]
+    """Run an engine profile for `kvsize estimate --engine` and print its table or JSON."""
+    from kvsize.engines import estimate_engine
+
+    if output_format not in ("table", "json"):
+        raise InvalidInputError(f"--format {output_format} is not available with --engine; use table or json")
+    result = estimate_engine(model_spec, gpu_spec, settings, weight_precision)
+    for warning in dict.fromkeys(result.base.warnings):
+        print(f"warning: {warning}", file=sys.stderr)
+    if output_format == "json":
+        from kvsize.report_engine import engine_estimate_to_json
+
+        print(engine_estimate_to_json(result))
+        return
+    from kvsize.render_engine import engine_table
+
+    _stdout_console().print(engine_table(result))

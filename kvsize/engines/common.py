@@ -1,0 +1,310 @@
+"""Settings, results and shared arithmetic for the serving-engine profiles.
+
+An engine profile turns the theoretical sizing of `kvsize.sizing` into the
+figures one serving engine prints at startup. These are the memory it gives
+the KV cache, the blocks or pages it cuts that memory into, the token pool it
+reports and the concurrency it derives. Everything here is pure arithmetic on
+specs and integer bytes, and nothing prints or reads files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from kvsize.errors import InvalidInputError
+from kvsize.layers import FullAttention, LatentAttention, Layer, RecurrentState, SharedKV
+from kvsize.precision import Precision, parse_precision
+from kvsize.sizing import Estimate, bits_to_bytes, default_kv_dtype
+from kvsize.specs import GpuSpec, ModelSpec
+from kvsize.units import GiB, MiB
+
+# ---------------------------------------------------------------------------
+# Estimates of the memory that is neither weights nor KV cache. Each is an
+# estimate, labelled as one wherever it is shown, and each can be replaced by
+# a figure the user knows (--kv-cache-memory skips all of them).
+
+# cudaMemGetInfo, which every engine reads, reports a total about 0.5 GiB below
+# nvidia-smi's memory.total: an RTX 3090 sold as 24 GiB shows 23.58 GiB in vLLM's
+# profile line, an A100-SXM4-40GB 39.49 GiB and an H100 80GB 79.10-79.18 GiB.
+# The catalog records nvidia-smi's figure, so the engine profiles subtract this
+# unless the engine's own total is given.
+DRIVER_RESERVED_BYTES = GiB // 2
+
+# Memory that the process uses outside PyTorch's allocator after profiling:
+# cuBLAS workspaces on one GPU, plus NCCL and custom all-reduce buffers when
+# GPUs communicate. vLLM's profile lines print 0.13-0.39 GiB on one GPU and
+# 0.9-2.2 GiB per rank at tensor-parallel sizes of 4 and 8.
+NON_TORCH_BYTES_SINGLE_GPU = GiB // 4
+NON_TORCH_BYTES_MULTI_GPU = GiB * 9 // 10
+
+# The CUDA context and allocator state that exist before weights load; SGLang
+# measures its budget from the memory free at that point.
+CUDA_CONTEXT_BYTES = GiB // 2
+
+# CUDA-graph pools: vLLM's own estimate prints 0.1-0.65 GiB for one GPU.
+CUDA_GRAPH_BYTES = GiB // 2
+
+# When a spec has no intermediate_size or vocab_size, the activation estimate
+# uses the Llama ratio (14336 / 4096 = 3.5) and a 32,000-token vocabulary.
+FALLBACK_INTERMEDIATE_RATIO = Decimal("3.5")
+FALLBACK_VOCAB_SIZE = 32000
+
+LOGITS_BYTES_PER_ELEMENT = 4  # engines compute sampler logits in fp32
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The engine flags that change how much KV cache an engine allocates.
+
+    Fields mirror the engines' own option names. `None` means the engine's
+    default, which each profile resolves and reports.
+    """
+
+    engine: str
+    engine_version: str | None = None
+    context_tokens: int = 4096
+    batch_size: int = 1
+    max_model_len: int | None = None
+    max_num_batched_tokens: int | None = None
+    max_num_seqs: int | None = None
+    block_size: int | None = None
+    kv_cache_dtype: str | None = None
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    data_parallel_size: int = 1
+    enable_dp_attention: bool = False
+    gpu_memory_utilization: Decimal | None = None
+    mem_fraction_static: Decimal | None = None
+    free_gpu_memory_fraction: Decimal | None = None
+    kv_cache_memory_bytes: int | None = None
+    weights_bytes_per_gpu: int | None = None
+    gpu_memory_bytes: int | None = None
+    free_memory_before_weights_bytes: int | None = None
+    free_memory_after_load_bytes: int | None = None
+    enforce_eager: bool = False
+    swa_full_tokens_ratio: Decimal | None = None
+    ubatch_size: int | None = None
+    flash_attn: bool = True
+    swa_full: bool = False
+
+
+@dataclass(frozen=True)
+class BudgetTerm:
+    """One line of an engine's memory arithmetic, in bytes per GPU.
+
+    `sign` is +1 for memory the budget starts from and -1 for memory taken
+    away. `is_estimate` is true when kvsize estimated the figure.
+    """
+
+    name: str
+    bytes: int
+    sign: int
+    is_estimate: bool
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class EngineEstimate:
+    """The KV cache one engine allocates for a model on a GPU, as the engine would report it.
+
+    `kv_cache_tokens` is the token pool in the engine's own words (vLLM's "GPU
+    KV cache size", SGLang's "#tokens", TensorRT-LLM's "max tokens in paged KV
+    cache", llama.cpp's cells). Memory is per GPU, in bytes.
+    """
+
+    engine: str
+    rules: str
+    base: Estimate
+    settings: EngineSettings
+    kv_cache_dtype: str
+    kv_bytes_per_token_per_gpu: int
+    block_size: int
+    max_model_len: int
+    budget_terms: tuple[BudgetTerm, ...]
+    kv_cache_memory_bytes: int
+    kv_cache_memory_is_estimate: bool
+    kv_cache_tokens: int
+    max_concurrency: float
+    num_gpu_blocks: int | None = None
+    num_cpu_blocks: int | None = None
+    sliding_window_tokens: int | None = None
+    fits: bool = True
+    details: tuple[tuple[str, str], ...] = field(default=())
+    notes: tuple[str, ...] = field(default=())
+
+
+# ---------------------------------------------------------------------------
+# Versions and settings
+
+
+def parse_version(text: str | None) -> tuple[int, ...] | None:
+    """Return the leading numeric part of a version string, e.g. `0.10.1.1` -> (0, 10, 1, 1)."""
+    if text is None:
+        return None
+    parts = []
+    for piece in text.strip().lstrip("vV").split("."):
+        digits = ""
+        for character in piece:
+            if not character.isdigit():
+                break
+            digits += character
+        if not digits:
+            break
+        parts.append(int(digits))
+        if len(digits) != len(piece):
+            break
+    return tuple(parts) or None
+
+
+def check_fraction(value: Decimal | None, option: str) -> None:
+    """Reject a memory fraction outside (0, 1]."""
+    if value is not None and not (value.is_finite() and 0 < value <= 1):
+        raise InvalidInputError(f"invalid value for {option}: {value}; it must be greater than 0 and at most 1")
+
+
+def check_parallel_sizes(settings: EngineSettings) -> None:
+    """Reject parallel sizes below 1."""
+    for option, value in (
+        ("--tensor-parallel-size", settings.tensor_parallel_size),
+        ("--pipeline-parallel-size", settings.pipeline_parallel_size),
+        ("--data-parallel-size", settings.data_parallel_size),
+    ):
+        if value < 1:
+            raise InvalidInputError(f"invalid value for {option}: {value}; it must be at least 1")
+
+
+def kv_precision_for(model: ModelSpec, name: str | None) -> Precision:
+    """Return the KV precision for an engine's `--kv-cache-dtype`; `auto` means the model's activation dtype."""
+    if name is None or name.strip().lower() == "auto":
+        return parse_precision(default_kv_dtype(model))
+    return parse_precision(name)
+
+
+# ---------------------------------------------------------------------------
+# Layers per pipeline stage
+
+
+def pipeline_stage_sizes(num_layers: int, pipeline_parallel_size: int) -> list[int]:
+    """Split `num_layers` decoder layers into pipeline stages.
+
+    Every stage gets `num_layers // pp` layers. The remainder goes one each to
+    the stages before the last, counting backwards, because the last stage
+    also carries the output head (vllm/distributed/utils.py get_pp_indices).
+    92 layers on 8 stages: [11, 11, 11, 12, 12, 12, 12, 11].
+    """
+    pp = pipeline_parallel_size
+    if pp > num_layers:
+        raise InvalidInputError(f"invalid pipeline-parallel size {pp}: the model has only {num_layers} layers")
+    sizes = [num_layers // pp] * pp
+    for index in range(2, num_layers % pp + 2):
+        sizes[-index] += 1
+    return sizes
+
+
+def pipeline_stages(model: ModelSpec, pipeline_parallel_size: int) -> list[list[int]]:
+    """Return the decoder-layer indices of each pipeline stage."""
+    stages = []
+    start = 0
+    for size in pipeline_stage_sizes(model.num_layers, pipeline_parallel_size):
+        stages.append(list(range(start, start + size)))
+        start += size
+    return stages
+
+
+# ---------------------------------------------------------------------------
+# Bytes per token per layer
+
+
+def plain_layer_bytes_per_token(layer: Layer, precision: Precision, attention_tp: int) -> int:
+    """Return the bytes one token costs in one layer on one rank, as kvsize.layers sizes it."""
+    return bits_to_bytes(layer.bits_per_token(precision, attention_tp))
+
+
+def is_attention(layer: Layer) -> bool:
+    """Return whether the layer keeps a per-token cache (full, sliding, chunked or MLA)."""
+    return isinstance(layer, (FullAttention, LatentAttention))
+
+
+def is_state(layer: Layer) -> bool:
+    return isinstance(layer, RecurrentState)
+
+
+def is_shared(layer: Layer) -> bool:
+    return isinstance(layer, SharedKV)
+
+
+def window_of(layer: Layer) -> int | None:
+    """Return the sliding window or chunk size of a layer, or None when it keeps every token."""
+    return getattr(layer, "sliding_window", None) or getattr(layer, "attention_chunk_size", None)
+
+
+# ---------------------------------------------------------------------------
+# Memory that is neither weights nor KV cache
+
+
+def activation_peak_bytes(model: ModelSpec, num_tokens: int, num_seqs: int, tensor_parallel_size: int,
+                          activation_bytes: int = 2) -> int:  # fmt: skip
+    """Estimate the activation peak of one profiling forward pass on one GPU.
+
+    The MLP of one layer over every batched token dominates the peak, with
+    the fused gate-and-up output (2 x intermediate), the activated product
+    (1 x intermediate) and about three hidden-sized buffers (residual, hidden
+    state, normalized input), all in the activation dtype. The sampler then
+    keeps fp32 logits over the whole vocabulary for every sequence. The MLP
+    width is split across tensor-parallel ranks; the hidden buffers and the
+    gathered logits are not.
+
+    Worked example, Llama 3.1 8B at 20,000 batched tokens and 256 sequences:
+    20,000 x (3 x 14,336 + 3 x 4,096) x 2 B = 2,211,840,000 B, plus 256 x
+    128,256 x 4 B = 131,334,144 B; 2.18 GiB in all, where vLLM printed 2.07 GiB.
+    This is an estimate: the real peak depends on kernels, MoE routing and,
+    for multimodal models, the vision encoder.
+    """
+    intermediate = model.intermediate_size
+    if intermediate is None:
+        intermediate = int(model.hidden_size * FALLBACK_INTERMEDIATE_RATIO)
+    intermediate_per_rank = -(-intermediate // tensor_parallel_size)
+    forward = num_tokens * (3 * intermediate_per_rank + 3 * model.hidden_size) * activation_bytes
+    vocab = model.vocab_size or FALLBACK_VOCAB_SIZE
+    sampler = num_seqs * vocab * LOGITS_BYTES_PER_ELEMENT
+    return forward + sampler
+
+
+def non_torch_bytes(num_gpus_communicating: int) -> int:
+    """Estimate per-GPU memory held outside PyTorch's allocator after profiling."""
+    return NON_TORCH_BYTES_MULTI_GPU if num_gpus_communicating > 1 else NON_TORCH_BYTES_SINGLE_GPU
+
+
+def engine_visible_memory(gpu: GpuSpec, settings: EngineSettings) -> tuple[int, BudgetTerm | None]:
+    """Return the GPU total an engine reads, and the estimated driver reserve subtracted to get it."""
+    if settings.gpu_memory_bytes is not None:
+        return settings.gpu_memory_bytes, None
+    reserve = BudgetTerm("driver reserve", DRIVER_RESERVED_BYTES, -1, True,
+                         "cudaMemGetInfo total sits about 0.5 GiB below nvidia-smi's")  # fmt: skip
+    return gpu.memory_reported_bytes - DRIVER_RESERVED_BYTES, reserve
+
+
+def weights_per_gpu(base: Estimate, settings: EngineSettings) -> tuple[int, bool]:
+    """Return the weights on one GPU and whether the figure is kvsize's estimate.
+
+    Weights split over tensor-parallel ranks (as in the base estimate) and
+    over pipeline stages.
+    """
+    if settings.weights_bytes_per_gpu is not None:
+        return settings.weights_bytes_per_gpu, False
+    pp = settings.pipeline_parallel_size
+    return -(-base.weights_bytes_per_gpu // pp), not base.weights_from_checkpoint
+
+
+def apply_fraction(num_bytes: int, fraction: Decimal) -> int:
+    """Return floor(num_bytes x fraction), exact for decimal fractions such as 0.9."""
+    return int(Decimal(num_bytes) * fraction)
+
+
+def format_gib(num_bytes: int) -> str:
+    return f"{num_bytes / GiB:.2f} GiB"
+
+
+def format_mib(num_bytes: int) -> str:
+    return f"{num_bytes / MiB:.2f} MiB"

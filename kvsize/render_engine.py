@@ -1,0 +1,106 @@
+"""Human-readable engine results: the `estimate --engine` table and the `kvsize log` comparison.
+
+Rich is imported here and in kvsize.render only; the engine core never prints.
+"""
+
+from __future__ import annotations
+
+from rich import box
+from rich.table import Table
+
+from kvsize.engine_logs import ComparisonRow, LogComparison
+from kvsize.engines.common import BudgetTerm, EngineEstimate
+from kvsize.units import format_bytes
+
+_WINDOW_LABELS = {
+    "vllm": "Window tokens per request",
+    "sglang": "Window pool tokens",
+    "trtllm": "Window tokens",
+    "llama.cpp": "Window cells",
+}
+_ENGINE_TITLES = {"vllm": "vLLM", "sglang": "SGLang", "trtllm": "TensorRT-LLM", "llama.cpp": "llama.cpp"}
+
+
+def _term_text(term: BudgetTerm) -> str:
+    sign = {1: "", -1: "- ", 0: "= "}[term.sign]
+    text = f"{sign}{format_bytes(term.bytes)}"
+    extras = [part for part in (term.note, "estimate" if term.is_estimate else "") if part]
+    if extras:
+        text += f" ({'; '.join(extras)})"
+    return text
+
+
+def engine_table(result: EngineEstimate) -> Table:
+    """Build the table `kvsize estimate --engine` prints."""
+    base = result.base
+    settings = result.settings
+    layout = f"{settings.tensor_parallel_size}"
+    if settings.pipeline_parallel_size > 1:
+        layout += f" x {settings.pipeline_parallel_size}"
+    version = f" {settings.engine_version}" if settings.engine_version else ""
+    title = (
+        f"{base.model.name} on {layout} x {base.gpu.name}, as {_ENGINE_TITLES[result.engine]}{version} "
+        f"allocates it ({result.rules})\n"
+        f"KV cache {result.kv_cache_dtype}, max_model_len {result.max_model_len:,}"
+    )
+    table = Table(title=title, box=box.SIMPLE, show_header=False, title_justify="left", pad_edge=False)
+    table.add_column("quantity", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+
+    table.add_row("KV per token per GPU", f"{result.kv_bytes_per_token_per_gpu:,} bytes in the engine's layout")
+    for label, value in result.details:
+        table.add_row(f"  {label}", value)
+    for term in result.budget_terms:
+        table.add_row(f"  {term.name}", _term_text(term))
+    estimate_note = " (estimate)" if result.kv_cache_memory_is_estimate else ""
+    table.add_row("KV cache memory", f"{format_bytes(result.kv_cache_memory_bytes)} per GPU{estimate_note}")
+    unit = "cells" if result.engine == "llama.cpp" else "tokens"
+    table.add_row("KV cache size", f"{result.kv_cache_tokens:,} {unit}")
+    if result.num_gpu_blocks is not None:
+        table.add_row("GPU blocks", f"{result.num_gpu_blocks:,} of {result.block_size} tokens")
+    if result.num_cpu_blocks is not None:
+        table.add_row("CPU blocks", f"{result.num_cpu_blocks:,} (4 GiB swap space)")
+    if result.sliding_window_tokens is not None:
+        table.add_row(_WINDOW_LABELS[result.engine], f"{result.sliding_window_tokens:,}")
+    table.add_row("Max concurrency", f"{result.max_concurrency:.2f}x at {result.max_model_len:,} tokens per request")
+    table.add_row("Fits", "yes" if result.fits else "no")
+    for note in result.notes:
+        table.add_row("Note", note)
+    return table
+
+
+def _format_value(row: ComparisonRow, value: float) -> str:
+    if row.unit in ("tokens", "blocks", "cells"):
+        return f"{value:,.0f}"
+    if row.unit == "x":
+        return f"{value:.2f}x"
+    return f"{value:.2f} {row.unit}"
+
+
+def _difference(row: ComparisonRow) -> str:
+    relative = row.relative_difference
+    absolute = _format_value(row, abs(row.difference))
+    sign = "-" if row.difference < 0 else "+"
+    text = f"{sign}{absolute}"
+    if relative is not None:
+        text += f" ({relative * 100:+.2f}%)"
+    return text
+
+
+def log_table(comparison: LogComparison, model_name: str, gpu_name: str) -> Table:
+    """Build the printed-versus-predicted table `kvsize log` prints."""
+    facts = comparison.facts
+    engine = _ENGINE_TITLES.get(facts.engine or "", facts.engine or "?")
+    version = f" {facts.engine_version}" if facts.engine_version else ""
+    if facts.engine == "llama.cpp" and facts.engine_version:
+        version = f" build {facts.engine_version}"
+    layout = f"TP {facts.tensor_parallel_size or 1}, PP {facts.pipeline_parallel_size or 1}"
+    title = f"{engine}{version} log: {model_name} on {gpu_name}, {layout}"
+    table = Table(title=title, box=box.SIMPLE, title_justify="left", pad_edge=False)
+    for column in ("figure", "printed", "kvsize", "difference", "agrees", "basis"):
+        table.add_column(column, no_wrap=column != "basis", justify="right" if column in ("printed", "kvsize") else "left")
+    for row in comparison.rows:
+        agrees = {True: "yes", False: "no", None: "-"}[row.within_tolerance]
+        table.add_row(row.figure, _format_value(row, row.printed), _format_value(row, row.predicted),
+                      _difference(row), agrees, row.basis)  # fmt: skip
+    return table

@@ -1,0 +1,88 @@
+"""Machine-readable engine results: the estimate's JSON keys plus the engine's own.
+
+`engine_estimate_to_dict` starts from `report.estimate_to_dict` of the
+theoretical estimate and only adds keys, so a reader of the plain estimate
+keeps working. Memory is integer bytes per GPU; keys are listed in docs/json.md.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kvsize.engine_logs import LogComparison
+from kvsize.engines.common import EngineEstimate
+
+
+def engine_estimate_to_dict(result: EngineEstimate) -> dict[str, Any]:
+    """Return the JSON-ready mapping of an estimate made with an engine profile."""
+    from kvsize.report import estimate_to_dict
+
+    data = estimate_to_dict(result.base)
+    settings = result.settings
+    data.update(
+        {
+            "engine": result.engine,
+            "engine_version": settings.engine_version,
+            "engine_rules": result.rules,
+            "pipeline_parallel_size": settings.pipeline_parallel_size,
+            "data_parallel_size": settings.data_parallel_size,
+            "engine_kv_cache_dtype": result.kv_cache_dtype,
+            "engine_kv_bytes_per_token_per_gpu": result.kv_bytes_per_token_per_gpu,
+            "block_size": result.block_size,
+            "max_model_len": result.max_model_len,
+            "kv_cache_memory_bytes_per_gpu": result.kv_cache_memory_bytes,
+            "kv_cache_memory_is_estimate": result.kv_cache_memory_is_estimate,
+            "kv_cache_tokens": result.kv_cache_tokens,
+            "num_gpu_blocks": result.num_gpu_blocks,
+            "num_cpu_blocks": result.num_cpu_blocks,
+            "max_concurrency": round(result.max_concurrency, 4),
+            "sliding_window_tokens": result.sliding_window_tokens,
+            "engine_fits": result.fits,
+            "budget_terms": [
+                {
+                    "name": term.name,
+                    "bytes": term.bytes,
+                    "sign": term.sign,
+                    "is_estimate": term.is_estimate,
+                    "note": term.note,
+                }
+                for term in result.budget_terms
+            ],
+            "engine_notes": list(result.notes),
+        }
+    )
+    return data
+
+
+def engine_estimate_to_json(result: EngineEstimate) -> str:
+    """Return the engine estimate as an indented JSON document."""
+    return json.dumps(engine_estimate_to_dict(result), indent=2)
+
+
+def log_comparison_to_dict(comparison: LogComparison, model_id: str, gpu_id: str) -> dict[str, Any]:
+    """Return the JSON-ready mapping of a `kvsize log` check."""
+    facts = comparison.facts
+    return {
+        "engine": facts.engine,
+        "engine_version": facts.engine_version,
+        "model": model_id,
+        "gpu": gpu_id,
+        "tensor_parallel_size": facts.tensor_parallel_size or 1,
+        "pipeline_parallel_size": facts.pipeline_parallel_size or 1,
+        "rows": [
+            {
+                "figure": row.figure,
+                "printed": row.printed,
+                "predicted": row.predicted,
+                "difference": row.difference,
+                "unit": row.unit,
+                "tolerance": row.tolerance,
+                "within_tolerance": row.within_tolerance,
+                "basis": row.basis,
+            }
+            for row in comparison.rows
+        ],
+        "notes": list(comparison.notes),
+        "lines": list(facts.lines),
+    }
