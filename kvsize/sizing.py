@@ -155,8 +155,8 @@ class Estimate:
 # Per-sequence KV arithmetic
 
 
-def _type_counts(model: ModelSpec) -> list[tuple[Layer, int]]:
-    return [(model.layer_types[name], count) for name, count in model.layer_counts().items()]
+def _type_counts(model: ModelSpec) -> tuple[tuple[Layer, int], ...]:
+    return model.layer_type_counts
 
 
 def kv_bits_per_token(model: ModelSpec, precision: Precision, tensor_parallel_size: int = 1) -> Bits:
@@ -198,6 +198,37 @@ def sequence_kv_bytes(model: ModelSpec, precision: Precision, context_tokens: in
     return bits_to_bytes(sequence_kv_bits(model, precision, context_tokens, tensor_parallel_size, policy))
 
 
+def _affine_max_context(model: ModelSpec, precision: Precision, budget_bytes: int, batch_size: int,
+                        tensor_parallel_size: int, policy: TokenPolicy | None) -> int | None:  # fmt: skip
+    """Solve for the longest context directly where memory is affine in the context, else None.
+
+    Past the longest window every bounded layer is full, so one sequence
+    costs `ceil((G x L + C) / 8)` bytes, with G the bits per token of the
+    layers that grow and C the fixed bits; `batch x` that fits a budget B
+    exactly when `G x L + C <= 8 x floor(B / batch)`. Eviction policies and
+    per-channel quantization groups are not affine, so the caller searches.
+    """
+    if policy is not None or (precision.group_size is not None and precision.group_axis == "channel"):
+        return None
+    growing_bits: Bits = 0
+    fixed_bits: Bits = 0
+    longest_window = 1
+    for layer, count in _type_counts(model):
+        bound = layer.max_cached_tokens()
+        if bound is None:
+            growing_bits += count * layer.bits_per_token(precision, tensor_parallel_size)
+        else:
+            longest_window = max(longest_window, bound)
+            fixed_bits += count * (layer.cache_bits(precision, bound, tensor_parallel_size)
+                                   + layer.state_bits(tensor_parallel_size))  # fmt: skip
+    if not growing_bits:
+        return None
+    context = math.floor((8 * (budget_bytes // batch_size) - fixed_bits) / growing_bits)
+    if context < longest_window or context > MAX_CONTEXT_TOKENS:
+        return None
+    return context
+
+
 def max_context_tokens(
     model: ModelSpec,
     precision: Precision,
@@ -221,6 +252,9 @@ def max_context_tokens(
 
     if budget_bytes < 0 or not fits(1):
         return 0
+    closed_form = _affine_max_context(model, precision, budget_bytes, batch_size, tensor_parallel_size, policy)
+    if closed_form is not None and fits(closed_form) and not fits(closed_form + 1):
+        return closed_form
     low, high = 1, 2
     while fits(high):
         if high >= MAX_CONTEXT_TOKENS:
@@ -453,7 +487,10 @@ def estimate(model: ModelSpec, gpu: GpuSpec, request: SizingRequest) -> Estimate
         kv_budget_bytes_per_gpu=budget,
         weights_fit=weights_fit,
         fits=weights_fit and kv_cache_bytes_per_gpu <= capacity,
-        max_context_tokens=max_context_tokens(model, kv_precision, capacity, request.batch_size, tp, policy),
+        max_context_tokens=(
+            gpu_only_context if capacity == budget
+            else max_context_tokens(model, kv_precision, capacity, request.batch_size, tp, policy)
+        ),
         max_batch_size=batch_within(capacity),
         kv_effective_bits=effective_bits,
         techniques=_techniques(model, kv_precision, request),

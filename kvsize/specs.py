@@ -8,7 +8,7 @@ non-positive sizes are rejected with the file, the line and the field.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 from kvsize.errors import SpecError
@@ -243,10 +243,20 @@ class ModelSpec:
 
     def layer_counts(self) -> dict[str, int]:
         """Return the number of layers of each layer type name, in first-use order."""
+        return dict(self.type_counts)
+
+    @cached_property
+    def type_counts(self) -> tuple[tuple[str, int], ...]:
+        """Layer type names with their layer counts, in first-use order (computed once per spec)."""
         counts: dict[str, int] = {}
         for name in self.layer_type_names:
             counts[name] = counts.get(name, 0) + 1
-        return counts
+        return tuple(counts.items())
+
+    @cached_property
+    def layer_type_counts(self) -> tuple[tuple[Layer, int], ...]:
+        """Layer objects with their layer counts, as the sizing loops need them."""
+        return tuple((self.layer_types[name], count) for name, count in self.type_counts)
 
     @property
     def attention_summary(self) -> str:
