@@ -162,15 +162,23 @@ def estimate(
     chosen_format = resolve_format(output_format, json_output)
     if engine is not None:
         from kvsize.cli_engine import print_engine_estimate
-        from kvsize.engine_options import EngineFlags, engine_settings
+        from kvsize.engine_options import EngineFlags, engine_settings, reject_options_without_engine_meaning
         from kvsize.precision import parse_weight_precision
+
+        reject_options_without_engine_meaning({
+            "--kv-group-size": kv_group_size, "--kv-zero-point": kv_zero_point, "--reserve": reserve,
+            "--kv-quant-axis": None if kv_quant_axis == "token" else kv_quant_axis,
+            "--kv-outlier-fraction": kv_outlier_fraction, "--kv-keep-ratio": kv_keep_ratio,
+            "--kv-token-budget": kv_token_budget, "--kv-keep-recent": kv_keep_recent, "--kv-heads": kv_heads,
+            "--cross-layer-share": cross_layer_share, "--sliding-window": sliding_window, "--cpu-offload": cpu_offload,
+        })  # fmt: skip
 
         flags = EngineFlags(engine, engine_version, max_model_len, max_num_batched_tokens, max_num_seqs, block_size,
                             mem_fraction_static, free_gpu_memory_fraction, pipeline_parallel_size,
                             data_parallel_size, enable_dp_attention, kv_cache_memory, enforce_eager)  # fmt: skip
         settings = engine_settings(flags, ctx, batch, kv_cache_dtype, tensor_parallel_size, gpu_memory_utilization)
         weights = parse_weight_precision(weights_dtype) if weights_dtype else None
-        print_engine_estimate(load_model(model), load_gpu(gpu or DEFAULT_GPU), settings, weights, chosen_format)
+        print_engine_estimate(load_model(model), load_gpu(DEFAULT_GPU if gpu is None else gpu), settings, weights, chosen_format)
         return
     techniques = technique_options(kv_quant_axis, kv_outlier_fraction, kv_keep_ratio, kv_token_budget, kv_keep_recent,
                                    kv_heads, cross_layer_share, sliding_window, sliding_window_layers, cpu_offload)  # fmt: skip
@@ -179,7 +187,7 @@ def estimate(
                        tensor_parallel_size, gpu_memory_utilization, reserve, techniques)  # fmt: skip
     )
     model_spec = apply_architecture_options(load_model(model), techniques)
-    gpu_spec = load_gpu(gpu or DEFAULT_GPU)
+    gpu_spec = load_gpu(DEFAULT_GPU if gpu is None else gpu)
     result = run_estimate(model_spec, gpu_spec, request)
     print_warnings(result.warnings)
 

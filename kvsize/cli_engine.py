@@ -35,28 +35,29 @@ def _read_log(file: str) -> str:
 def log_command(
     file: Annotated[str, typer.Argument(help="Startup log of vLLM, SGLang, TensorRT-LLM or llama.cpp; '-' reads stdin.")],
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model id, alias or spec file, for a log whose model is not in the catalog.")] = None,
-    gpu: Annotated[Optional[str], typer.Option("--gpu", "-g", help="GPU id or alias, when the log does not print the GPU's memory. Default: h100-sxm.")] = None,
+    gpu: Annotated[Optional[str], typer.Option("--gpu", "-g", help="GPU id or alias. Needed to predict the available KV memory when the log does not print the GPU's total.")] = None,
     engine: Annotated[Optional[str], typer.Option("--engine", help="vllm, sglang, trtllm or llama.cpp, when the log's engine is not recognised.")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object with every printed and predicted figure.")] = False,
+    output_format: Annotated[Optional[str], typer.Option("--format", "-f", help="Output format: table, json, csv or markdown.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Shortcut for --format json: every printed and predicted figure.")] = False,
 ) -> None:
     """Compare the KV-cache figures a serving engine printed at startup with kvsize's prediction."""
     from kvsize.catalog import load_gpu
     from kvsize.cli import DEFAULT_GPU
     from kvsize.engine_logs import compare_log, parse_log, resolve_log_model
     from kvsize.engines import parse_engine_name
+    from kvsize.formats import resolve_format
 
+    chosen_format = resolve_format(output_format, json_output)
     text = _read_log(file)
     facts = parse_log(text, parse_engine_name(engine) if engine else None)
     model_spec = resolve_log_model(facts, model)
-    gpu_spec = load_gpu(gpu or DEFAULT_GPU)
+    gpu_spec = load_gpu(DEFAULT_GPU if gpu is None else gpu)
     comparison = compare_log(facts, model_spec, gpu_spec, gpu_is_known=gpu is not None)
 
-    if json_output:
-        import json
+    if chosen_format != "table":
+        from kvsize.report_engine import render_log_comparison
 
-        from kvsize.report_engine import log_comparison_to_dict
-
-        print(json.dumps(log_comparison_to_dict(comparison, model_spec.id, gpu_spec.id), indent=2))
+        print(render_log_comparison(comparison, model_spec.id, gpu_spec.id, chosen_format), end="")
         return
 
     from kvsize.render_engine import log_table
@@ -77,18 +78,16 @@ def log_command(
         print(f"note: {note}", file=sys.stderr)
 
 def print_engine_estimate(model_spec, gpu_spec, settings, weight_precision, output_format: str) -> None:  # type: ignore[no-untyped-def]
-    """Run an engine profile for `kvsize estimate --engine` and print its table or JSON."""
+    """Run an engine profile for `kvsize estimate --engine` and print it in `output_format`."""
     from kvsize.engines import estimate_engine
 
-    if output_format not in ("table", "json"):
-        raise InvalidInputError(f"--format {output_format} is not available with --engine; use table or json")
     result = estimate_engine(model_spec, gpu_spec, settings, weight_precision)
     for warning in dict.fromkeys(result.base.warnings):
         print(f"warning: {warning}", file=sys.stderr)
-    if output_format == "json":
-        from kvsize.report_engine import engine_estimate_to_json
+    if output_format != "table":
+        from kvsize.report_engine import render_engine_estimate
 
-        print(engine_estimate_to_json(result))
+        print(render_engine_estimate(result, output_format), end="")
         return
     from kvsize.render_engine import engine_table
 

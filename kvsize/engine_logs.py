@@ -21,6 +21,9 @@ from kvsize.errors import InvalidInputError
 from kvsize.specs import GpuSpec, ModelSpec
 from kvsize.units import GiB, KiB, MiB
 
+# Engine logs divide by powers of 1024 whatever unit they print. Llama 3.1 8B's
+# bf16 weights, 16.06 GB in decimal units, print as "14.9888 GB" in vLLM V0:
+# 14.96 GiB plus a little allocator overhead.
 _BINARY_UNITS = {"b": 1, "kib": KiB, "kb": KiB, "mib": MiB, "mb": MiB, "gib": GiB, "gb": GiB}
 
 
@@ -86,7 +89,7 @@ def _number(text: str) -> int:
     return int(text.replace(",", ""))
 
 
-# Each pattern: (engine it implies or None, regex, handler name).
+# Each engine's patterns: (regex, name of the handler in _apply). A line may match several.
 _VLLM_PATTERNS = [
     (r"vLLM API server version v?([0-9][\w.+]*)", "version"),
     (r"Initializing an? (V1 )?LLM engine \(v?([0-9][\w.+]*)\) with config: model='([^']+)'", "engine_init"),
@@ -193,7 +196,7 @@ def detect_engine(text: str) -> str | None:
     return None
 
 
-def _apply(facts: LogFacts, name: str, match: re.Match[str]) -> None:  # noqa: C901 - one branch per pattern
+def _apply(facts: LogFacts, name: str, match: re.Match[str]) -> None:
     groups = match.groups()
     if name == "version":
         facts.engine_version = groups[0]
@@ -261,7 +264,8 @@ def _apply(facts: LogFacts, name: str, match: re.Match[str]) -> None:  # noqa: C
     elif name == "profile_v0_early" and facts.weights is not None:
         # Early V0 printed the torch peak with the weights in it.
         peak = PrintedSize.parse(groups[0], groups[1])
-        facts.activation_peak = PrintedSize(peak.bytes - facts.weights.bytes, peak.half_step_bytes + facts.weights.half_step_bytes)
+        weights = facts.weights
+        facts.activation_peak = PrintedSize(peak.bytes - weights.bytes, peak.half_step_bytes + weights.half_step_bytes)
         facts.non_torch_memory = PrintedSize.parse(groups[2], groups[3])
     elif name == "free_before":
         facts.free_before_weights = PrintedSize.parse(groups[0], groups[1])
@@ -385,18 +389,20 @@ def settings_from_log(facts: LogFacts, context_tokens: int | None = None) -> Eng
     version = facts.engine_version
     if facts.engine == "vllm" and facts.vllm_v0:
         version = "v0"
-    batch = facts.n_seq or 1
-    context = context_tokens or facts.max_model_len or facts.concurrency_tokens or 4096
+    batch = 1
+    max_model_len = facts.concurrency_tokens or facts.max_model_len
+    context = context_tokens or max_model_len or 4096
     if facts.engine == "llama.cpp":
+        # llama.cpp's n_ctx is the total of cells, shared by n_seq sequences.
+        batch = facts.n_seq or 1
         context = max(1, (facts.kv_cache_tokens or facts.max_model_len or 4096) // batch)
-    else:
-        batch = 1
+        max_model_len = None
     return EngineSettings(
         engine=facts.engine,
         engine_version=version,
         context_tokens=context,
         batch_size=batch,
-        max_model_len=facts.concurrency_tokens or facts.max_model_len if facts.engine != "llama.cpp" else None,
+        max_model_len=max_model_len,
         max_num_batched_tokens=facts.max_num_batched_tokens,
         max_num_seqs=facts.max_num_seqs,
         block_size=facts.block_size,
@@ -445,8 +451,8 @@ def compare_log(facts: LogFacts, model: ModelSpec, gpu: GpuSpec, settings: Engin
     tests the engine's block and page rules alone. Its tolerance is one block
     plus the blocks hidden by the rounding of the printed memory. Where the
     log printed the weights, the available KV memory is predicted as well,
-    from the weights and settings, with kvsize's overhead estimates; that
-    needs the GPU's total memory, printed or known (`gpu_is_known`).
+    from the weights and settings, with kvsize's overhead estimates. That
+    needs the GPU's total memory, printed in the log or known (`gpu_is_known`).
     """
     from kvsize.engines import estimate_engine
 
@@ -471,7 +477,8 @@ def compare_log(facts: LogFacts, model: ModelSpec, gpu: GpuSpec, settings: Engin
 
     if pool_memory is not None:
         pool_estimate = estimate_engine(model, gpu, _pool_settings(facts, settings, pool_memory.bytes))
-        low = estimate_engine(model, gpu, _pool_settings(facts, settings, max(0, pool_memory.bytes - pool_memory.half_step_bytes)))
+        low_memory = max(0, pool_memory.bytes - pool_memory.half_step_bytes)
+        low = estimate_engine(model, gpu, _pool_settings(facts, settings, low_memory))
         high = estimate_engine(model, gpu, _pool_settings(facts, settings, pool_memory.bytes + pool_memory.half_step_bytes))
         rounding = max(high.kv_cache_tokens - pool_estimate.kv_cache_tokens, pool_estimate.kv_cache_tokens - low.kv_cache_tokens)
         basis = "from the printed KV memory"
@@ -513,12 +520,14 @@ def compare_log(facts: LogFacts, model: ModelSpec, gpu: GpuSpec, settings: Engin
                                           "kvsize's estimate of this term"))  # fmt: skip
         printed = printed_pool_memory(facts)
         if printed is not None:
-            rows.append(ComparisonRow("available KV memory", printed.bytes / GiB, budget_estimate.kv_cache_memory_bytes / GiB,
-                                      "GiB", abs(printed.bytes) * 0.05 / GiB, "from the printed weights and settings"))  # fmt: skip
+            predicted = budget_estimate.kv_cache_memory_bytes / GiB
+            rows.append(ComparisonRow("available KV memory", printed.bytes / GiB, predicted, "GiB",
+                                      abs(printed.bytes) * 0.05 / GiB, "from the printed weights and settings"))  # fmt: skip
     if facts.engine == "trtllm" and facts.available_kv_memory is not None and facts.kv_size is not None \
             and pool_estimate is not None:  # fmt: skip
-        rows.append(ComparisonRow("KV cache memory", facts.kv_size.bytes / GiB, pool_estimate.kv_cache_memory_bytes / GiB,
-                                  "GiB", facts.kv_size.half_step_bytes / GiB + 0.005, "fraction x printed free memory"))  # fmt: skip
+        predicted = pool_estimate.kv_cache_memory_bytes / GiB
+        rows.append(ComparisonRow("KV cache memory", facts.kv_size.bytes / GiB, predicted, "GiB",
+                                  facts.kv_size.half_step_bytes / GiB + 0.005, "fraction x printed free memory"))  # fmt: skip
     return LogComparison(facts, tuple(rows), pool_estimate, budget_estimate, tuple(notes))
 
 

@@ -71,6 +71,18 @@ def _fraction(text: str | None, option: str) -> Decimal | None:
     return value
 
 
+def reject_options_without_engine_meaning(options: dict[str, object]) -> None:
+    """Reject estimate options that an engine profile would silently ignore.
+
+    `options` maps each option name to its value, or to None (or False) when
+    the user did not set it.
+    """
+    used = [name for name, value in options.items() if value not in (None, False)]
+    if used:
+        raise InvalidInputError(f"{', '.join(used)} cannot be combined with --engine: the engine profiles model "
+                                "the engine's own cache formats and budget; drop the option or the --engine flag")  # fmt: skip
+
+
 def engine_settings(flags: EngineFlags, ctx: str, batch: str, kv_cache_dtype: str | None,
                     tensor_parallel_size: str, gpu_memory_utilization: str):  # type: ignore[no-untyped-def]  # fmt: skip
     """Parse the engine flags and the shared estimate options into EngineSettings."""

@@ -38,9 +38,10 @@ def engine_table(result: EngineEstimate) -> Table:
     if settings.pipeline_parallel_size > 1:
         layout += f" x {settings.pipeline_parallel_size}"
     version = f" {settings.engine_version}" if settings.engine_version else ""
+    engine_title = _ENGINE_TITLES[result.engine]
+    rules = f" ({result.rules})" if result.rules != engine_title else ""
     title = (
-        f"{base.model.name} on {layout} x {base.gpu.name}, as {_ENGINE_TITLES[result.engine]}{version} "
-        f"allocates it ({result.rules})\n"
+        f"{base.model.name} on {layout} x {base.gpu.name}, as {engine_title}{version} allocates it{rules}\n"
         f"KV cache {result.kv_cache_dtype}, max_model_len {result.max_model_len:,}"
     )
     table = Table(title=title, box=box.SIMPLE, show_header=False, title_justify="left", pad_edge=False)

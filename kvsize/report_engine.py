@@ -60,6 +60,36 @@ def engine_estimate_to_json(result: EngineEstimate) -> str:
     return json.dumps(engine_estimate_to_dict(result), indent=2)
 
 
+ENGINE_COLUMNS = (
+    "model", "gpu", "engine", "tensor_parallel_size", "pipeline_parallel_size", "engine_kv_cache_dtype",
+    "max_model_len", "kv_cache_memory_bytes_per_gpu", "kv_cache_tokens", "num_gpu_blocks", "block_size",
+    "max_concurrency",
+)  # fmt: skip
+LOG_COLUMNS = ("figure", "printed", "predicted", "difference", "unit", "within_tolerance", "basis")
+
+
+def render_engine_estimate(result: EngineEstimate, output_format: str) -> str:
+    """Return the engine estimate as JSON, or as one CSV or Markdown row of its main keys."""
+    from kvsize.formats import Column, to_csv, to_markdown
+
+    data = engine_estimate_to_dict(result)
+    if output_format == "json":
+        return json.dumps(data, indent=2) + "\n"
+    columns = [Column(key, key) for key in ENGINE_COLUMNS]
+    return to_csv([data], columns) if output_format == "csv" else to_markdown([data], columns)
+
+
+def render_log_comparison(comparison: LogComparison, model_id: str, gpu_id: str, output_format: str) -> str:
+    """Return a `kvsize log` check as JSON, or its rows as CSV or Markdown."""
+    from kvsize.formats import Column, to_csv, to_markdown
+
+    data = log_comparison_to_dict(comparison, model_id, gpu_id)
+    if output_format == "json":
+        return json.dumps(data, indent=2) + "\n"
+    columns = [Column(key, key) for key in LOG_COLUMNS]
+    return to_csv(data["rows"], columns) if output_format == "csv" else to_markdown(data["rows"], columns)
+
+
 def log_comparison_to_dict(comparison: LogComparison, model_id: str, gpu_id: str) -> dict[str, Any]:
     """Return the JSON-ready mapping of a `kvsize log` check."""
     facts = comparison.facts

@@ -4,7 +4,7 @@ Each case runs through the same path as `kvsize log`: its settings and printed
 figures become LogFacts and `compare_log` pairs every printed figure with
 kvsize's prediction. The token pool is predicted from the printed KV memory and
 must agree within one block plus the blocks hidden by the rounding of that
-memory; the available KV memory, where weights and settings were printed, must
+memory. Where weights and settings were printed, the available KV memory must
 agree within 5%. Cases marked `match: "no"` record an engine's behaviour at
 one version; their `mismatch` rows must disagree with the rule.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import make_model
+
 from kvsize.catalog import load_gpu, load_model
 from kvsize.engine_logs import LogFacts, PrintedSize, compare_log, settings_from_log
 from kvsize.engines import estimate_engine
@@ -211,24 +211,29 @@ def test_printed_cache_size_from_tokens(case):
 
 def test_deepseek_v32_indexer_share():
     """With its 132-byte indexer keys, log-37's pool is 65.49 GiB, the figure the pull request's author gave."""
-    model = load_model("deepseek-v3.2")
-    # (1,462,784 + 64) x 61 x (656 + 132) B = 70,317,...; / 2^30 = 65.49.
-    total = (1462784 + 64) * 61 * (656 + 132)
-    assert round(total / GiB, 2) == 65.49
     from kvsize.engines.sglang import mla_cell_bytes
     from kvsize.precision import parse_precision
 
-    budgeted, stored = mla_cell_bytes(model.layers[0], parse_precision("fp8_e4m3"))
+    layer = load_model("deepseek-v3.2").layers[0]
+    budgeted, stored = mla_cell_bytes(layer, parse_precision("fp8_e4m3"))
+    # Stored latent: 512 fp8 + 4 fp32 scales + 64 bf16 RoPE values = 656 B; budgeted: 576 + 132 B.
     assert stored == 656
     assert budgeted == 576 + 132
+    indexer = budgeted - (layer.kv_lora_rank + layer.qk_rope_head_dim)
+    # (1,462,784 + 64) x 61 x (656 + 132) B = 70,316,177,664 B = 65.49 GiB.
+    assert round((1462784 + 64) * 61 * (stored + indexer) / GiB, 2) == 65.49
 
 
 def test_v0_printed_tokens_need_less_than_printed_memory():
     """log-02: the 81,536 printed tokens fill only 7.46 GiB, so another rank set the limit."""
-    # 81,536 tokens x 98,304 B per token per rank = 8,015,314,944 B = 7.46 GiB, below the printed 8.69 GiB.
-    assert round(81536 * 98304 / GiB, 2) == 7.46
     (case,) = [case for case in CASES if case["id"] == "log-02"]
-    (row,) = [row for row in comparison_for(case).rows if row.figure == "KV cache tokens"]
+    comparison = comparison_for(case)
+    # 48 layers x 8 / 2 heads x 128 x 2 x 2 B = 98,304 B per token per rank.
+    assert comparison.pool_estimate.kv_bytes_per_token_per_gpu == 98304
+    # 81,536 x 98,304 B = 8,015,314,944 B = 7.46 GiB, below the printed 8.69 GiB.
+    assert round(81536 * comparison.pool_estimate.kv_bytes_per_token_per_gpu / GiB, 2) == 7.46
+    (row,) = [row for row in comparison.rows if row.figure == "KV cache tokens"]
+    # 8.69 GiB / (16 x 98,304 B) = 5932 blocks = 94,912 tokens.
     assert row.predicted == 94912
 
 

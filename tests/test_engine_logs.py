@@ -226,6 +226,24 @@ def test_estimate_engine_json_adds_keys(cli):
     assert data["max_model_len"] == 32768
 
 
+def test_estimate_engine_csv_row(cli):
+    code, out, _ = cli("estimate", "-m", "llama3.1-8b", "--ctx", "32k", "--engine", "vllm",
+                       "--kv-cache-memory", "35.65GiB", "--format", "csv")  # fmt: skip
+    assert code == 0
+    header, row = out.splitlines()
+    values = dict(zip(header.split(","), row.split(",")))
+    assert values["kv_cache_tokens"] == "292032"
+    assert values["num_gpu_blocks"] == "18252"
+    assert values["kv_cache_memory_bytes_per_gpu"] == str(int(35.65 * 2**30))
+
+
+def test_log_command_markdown(cli):
+    code, out, _ = cli("log", str(LOGS / "vllm_v0_llama31_8b.log"), "--format", "markdown")
+    assert code == 0
+    assert out.startswith("| figure | printed | predicted |")
+    assert "| GPU blocks | 1,952 | 1,950 |" in out
+
+
 def test_estimate_engine_table(cli):
     code, out, _ = cli("estimate", "-m", "gpt-oss-120b", "--ctx", "16k", "--tp", "4", "-g", "a100-80gb",
                        "--engine", "vllm", "--engine-version", "0.10.1.1", "--gpu-memory-utilization", "0.8")  # fmt: skip
@@ -242,7 +260,9 @@ def test_estimate_engine_table(cli):
     ("--engine", "sglang", "--mem-fraction-static", "1.2"),
     ("--engine", "vllm", "--kv-cache-memory", "lots"),
     ("--engine", "vllm", "--pp", "0"),
-    ("--engine", "vllm", "--format", "csv"),
+    ("--engine", "vllm", "--format", "yaml"),
+    ("--engine", "vllm", "--reserve", "3GiB"),
+    ("--engine", "vllm", "--kv-group-size", "32"),
 ])  # fmt: skip
 def test_estimate_engine_invalid_options(cli, args):
     code, out, err = cli("estimate", "-m", "llama3.1-8b", "--ctx", "8k", *args)
@@ -250,3 +270,21 @@ def test_estimate_engine_invalid_options(cli, args):
     assert err.startswith("error: ")
     assert err.count("\n") == 1
     assert out == ""
+
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.mark.parametrize(("golden", "args"), [
+    ("estimate_engine_vllm_gpt-oss-120b.txt",
+     ("estimate", "-m", "gpt-oss-120b", "--ctx", "16k", "--tp", "4", "-g", "a100-80gb", "--engine", "vllm",
+      "--engine-version", "0.10.1.1", "--gpu-memory-utilization", "0.8")),
+    ("log_vllm_v0_llama31_8b.txt", ("log", str(LOGS / "vllm_v0_llama31_8b.log"))),
+])  # fmt: skip
+def test_engine_output_matches_golden(cli, monkeypatch, golden, args):
+    """The engine table and the log table render as recorded, at 100 columns without colour."""
+    monkeypatch.setenv("COLUMNS", "100")
+    code, out, _ = cli(*args)
+    assert code == 0
+    expected = (GOLDEN / golden).read_text(encoding="utf-8")
+    assert [line.rstrip() for line in out.splitlines()] == [line.rstrip() for line in expected.splitlines()]

@@ -6,8 +6,8 @@ from dataclasses import replace
 from decimal import Decimal
 
 import pytest
-
 from conftest import make_model
+
 from kvsize.catalog import load_gpu, load_model
 from kvsize.engines import EngineSettings, estimate_engine, parse_engine_name
 from kvsize.engines.common import (
@@ -233,6 +233,18 @@ def test_sglang_fp4_scales():
     assert result.kv_bytes_per_token_per_gpu == 61 * 324
 
 
+def test_engine_dtype_spellings():
+    """vLLM's fp8_ds_mla and SGLang's fp4_e2m1 size as fp8 and as 4 bits with a scale per 16 values."""
+    ds = run("deepseek-v3.2", "vllm", context_tokens=8192, kv_cache_dtype="fp8_ds_mla", kv_cache_memory_bytes=GiB)
+    assert ds.kv_bytes_per_token_per_gpu == 61 * (656 + 132)
+    torch_name = run("llama3.1-8b", "sglang", context_tokens=8192, kv_cache_dtype="torch.float8_e4m3fn",
+                     kv_cache_memory_bytes=GiB)  # fmt: skip
+    assert torch_name.kv_bytes_per_token_per_gpu == 65536
+    fp4 = run("llama3.1-8b", "sglang", context_tokens=8192, kv_cache_dtype="fp4_e2m1", kv_cache_memory_bytes=GiB)
+    # 32 layers x 8 heads x 2 x (64 + 8) B = 36,864 B.
+    assert fp4.kv_bytes_per_token_per_gpu == 36864
+
+
 def test_sglang_hybrid_window_pools():
     """gpt-oss-20b: the full pool takes total / (F + 0.8 x S) tokens, the window pool 0.8 of that."""
     result = run("gpt-oss-20b", "sglang", context_tokens=8192, kv_cache_memory_bytes=GiB)
@@ -305,6 +317,16 @@ def test_llamacpp_swa_full_disables_window_cache():
     assert windowed.kv_cache_memory_bytes < 1024 * MiB
 
 
+def test_llamacpp_fit_against_given_memory():
+    """With --kv-cache-memory the fit check compares the cache with that memory."""
+    # Qwen2.5 7B at 32,768 cells: 32,768 x 57,344 B = 1.75 GiB.
+    fits = run("qwen2.5-7b", "llama.cpp", context_tokens=32768, kv_cache_memory_bytes=2 * GiB)
+    too_small = run("qwen2.5-7b", "llama.cpp", context_tokens=32768, kv_cache_memory_bytes=GiB)
+    assert fits.kv_cache_memory_bytes == 32768 * 57344
+    assert fits.fits is True
+    assert too_small.fits is False
+
+
 def test_llamacpp_rejects_tensor_parallel():
     """llama.cpp splits layers, not heads."""
     with pytest.raises(InvalidInputError):
@@ -338,3 +360,22 @@ def test_invalid_fractions_are_rejected():
         run("llama3.1-8b", "sglang", context_tokens=8192, mem_fraction_static=Decimal("1.5"))
     with pytest.raises(InvalidInputError):
         run("llama3.1-8b", "vllm", context_tokens=8192, pipeline_parallel_size=0)
+
+
+def test_engine_core_imports_neither_rich_nor_typer():
+    """The engine profiles and the log reader stay pure: no Rich or Typer on their import path."""
+    import json
+    import subprocess
+    import sys
+
+    script = (
+        "from kvsize.catalog import load_gpu, load_model\n"
+        "from kvsize.engines import EngineSettings, estimate_engine\n"
+        "from kvsize.engine_logs import compare_log, parse_log\n"
+        "estimate_engine(load_model('gpt-oss-120b'), load_gpu('h100'), EngineSettings(engine='vllm'))\n"
+        "import json, sys\nprint(json.dumps(sorted(sys.modules)))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    modules = set(json.loads(completed.stdout.strip().splitlines()[-1]))
+    assert "kvsize.engines.vllm" in modules
+    assert not {name for name in modules if name.split(".")[0] in ("rich", "typer", "click")}

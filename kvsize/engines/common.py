@@ -9,6 +9,7 @@ specs and integer bytes, and nothing prints or reads files.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -174,11 +175,25 @@ def check_parallel_sizes(settings: EngineSettings) -> None:
             raise InvalidInputError(f"invalid value for {option}: {value}; it must be at least 1")
 
 
+# Engine spellings of cache dtypes that kvsize sizes under another name: vLLM's
+# fp8_ds_mla is fp8 with its own layout (see engines.vllm), SGLang's fp4_e2m1
+# stores 4-bit values with one 8-bit scale per 16, as nvfp4 does. SGLang logs
+# name torch dtypes ("Using KV cache dtype: torch.float8_e4m3fn").
+_ENGINE_DTYPE_ALIASES = {
+    "fp8_ds_mla": "fp8",
+    "fp4_e2m1": "nvfp4",
+    "float8_e4m3fn": "fp8_e4m3",
+    "float8_e5m2": "fp8_e5m2",
+    "float4_e2m1fn_x2": "nvfp4",
+}
+
+
 def kv_precision_for(model: ModelSpec, name: str | None) -> Precision:
     """Return the KV precision for an engine's `--kv-cache-dtype`; `auto` means the model's activation dtype."""
     if name is None or name.strip().lower() == "auto":
         return parse_precision(default_kv_dtype(model))
-    return parse_precision(name)
+    cleaned = name.strip().lower().removeprefix("torch.")
+    return parse_precision(_ENGINE_DTYPE_ALIASES.get(cleaned, cleaned))
 
 
 # ---------------------------------------------------------------------------
@@ -217,8 +232,12 @@ def pipeline_stages(model: ModelSpec, pipeline_parallel_size: int) -> list[list[
 
 
 def plain_layer_bytes_per_token(layer: Layer, precision: Precision, attention_tp: int) -> int:
-    """Return the bytes one token costs in one layer on one rank, as kvsize.layers sizes it."""
-    return bits_to_bytes(layer.bits_per_token(precision, attention_tp))
+    """Return the bytes one token costs in one layer on one rank, as kvsize.layers sizes it.
+
+    Engines allocate whole bytes per layer, so fractional bits (from formats
+    whose scales cover several tokens) are rounded up first.
+    """
+    return bits_to_bytes(math.ceil(layer.bits_per_token(precision, attention_tp)))
 
 
 def is_attention(layer: Layer) -> bool:
@@ -247,10 +266,10 @@ def activation_peak_bytes(model: ModelSpec, num_tokens: int, num_seqs: int, tens
                           activation_bytes: int = 2) -> int:  # fmt: skip
     """Estimate the activation peak of one profiling forward pass on one GPU.
 
-    The MLP of one layer over every batched token dominates the peak, with
-    the fused gate-and-up output (2 x intermediate), the activated product
-    (1 x intermediate) and about three hidden-sized buffers (residual, hidden
-    state, normalized input), all in the activation dtype. The sampler then
+    The MLP of one layer over every batched token dominates the peak. It
+    keeps the fused gate-and-up output (2 x intermediate), the activated
+    product (1 x intermediate) and about three hidden-sized buffers (residual,
+    hidden state, normalized input), all in the activation dtype. The sampler then
     keeps fp32 logits over the whole vocabulary for every sequence. The MLP
     width is split across tensor-parallel ranks; the hidden buffers and the
     gathered logits are not.

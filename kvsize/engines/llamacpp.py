@@ -30,6 +30,7 @@ from kvsize.layers import LatentAttention, RecurrentState, SlidingWindowAttentio
 from kvsize.precision import Precision, parse_precision
 from kvsize.sizing import Estimate, bits_to_bytes
 from kvsize.specs import GpuSpec, ModelSpec
+from kvsize.units import format_bytes
 
 DEFAULT_UBATCH_SIZE = 512
 FLASH_ATTN_PADDING = 256
@@ -122,6 +123,10 @@ def estimate_llamacpp(model: ModelSpec, gpu: GpuSpec, settings: EngineSettings, 
     compute = activation_peak_bytes(model, ubatch, ubatch, 1)
     terms.append(BudgetTerm("compute buffer", compute, -1, True, f"n_ubatch {ubatch}"))
     room = total - CUDA_CONTEXT_BYTES - weights - compute
+    if settings.kv_cache_memory_bytes is not None:
+        # Memory the user knows is free for the cache replaces the estimate of the room left.
+        terms = [BudgetTerm("KV cache memory (given)", settings.kv_cache_memory_bytes, 1, False)]
+        room = settings.kv_cache_memory_bytes
     terms.append(BudgetTerm("KV cache", kv_bytes, -1, False, f"{cells:,} cells"))
 
     notes = []
@@ -143,7 +148,7 @@ def estimate_llamacpp(model: ModelSpec, gpu: GpuSpec, settings: EngineSettings, 
         max_concurrency=cells / settings.context_tokens,
         sliding_window_tokens=window,
         fits=kv_bytes <= room,
-        details=(("room for KV", f"{room:,} bytes per GPU after weights and buffers (estimate)"),),
+        details=(("room for KV", f"{format_bytes(room)} per GPU"),),
         notes=tuple(notes),
     )
 

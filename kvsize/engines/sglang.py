@@ -3,7 +3,8 @@
 Read from SGLang's own source (sgl-project/sglang, 2025-2026 main):
 python/sglang/srt/model_executor/model_runner_kv_cache_mixin.py
 (get_cell_size_per_token, profile_max_num_token, calculate_mla_kv_cache_dim,
-_resolve_hybrid_swa_tokens) and the older model_runner.py profile_max_num_token.
+_resolve_hybrid_swa_tokens), the older model_runner.py profile_max_num_token, and
+python/sglang/srt/server_args.py (page_size 1 and swa_full_tokens_ratio 0.8 by default).
 
 - Budget: `rest = free after weights - free before weights x (1 -
   mem_fraction_static)`. With free-after = free-before - weights that is
@@ -16,7 +17,7 @@ _resolve_hybrid_swa_tokens) and the older model_runner.py profile_max_num_token.
   every rank stores whole.
 - FP4 caches store half a byte per value plus one 1-byte scale per 16 values.
 - DeepSeek V3.2 (NSA) adds an indexer key of 128 fp8 values and a 4-byte
-  scale, 132 bytes per layer; its fp8 latent is stored as 656 bytes per layer.
+  scale, 132 bytes per layer. Its fp8 latent is stored as 656 bytes per layer.
 - Data-parallel attention divides the attention TP size by the DP size, so
   each attention rank stores `kv_heads / (tp / dp)` heads.
 - Hybrid sliding-window models split the memory into a full pool and a

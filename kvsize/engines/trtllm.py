@@ -1,19 +1,20 @@
 """TensorRT-LLM's KV-cache rules: a fraction of the memory still free, cut into blocks.
 
 Read from NVIDIA/TensorRT-LLM: cpp/include/tensorrt_llm/batch_manager/kvCacheConfig.h
-(kDefaultGpuMemFraction = 0.9) and cpp/tensorrt_llm/batch_manager/kvCacheManager.cpp,
-with the startup lines of 0.8 to 0.13 ("Memory usage when calculating max tokens
-in paged kv cache: total: ..., available: ...", "Number of blocks in KV cache
-primary pool", "Number of tokens per block", "Allocated ... for max tokens in
-paged KV cache (N)").
+(kDefaultGpuMemFraction = 0.9), tensorrt_llm/llmapi/llm_args.py (KvCacheConfig,
+tokens_per_block = 32), and the startup lines of 0.8 to 0.13 ("Memory usage when
+calculating max tokens in paged kv cache: total: ..., available: ...", "Number
+of blocks in KV cache primary pool", "Number of tokens per block", "Allocated ...
+for max tokens in paged KV cache (N)").
 
 - Budget: `free_gpu_memory_fraction` (0.9 by default) of the memory free
   after the engine or weights, the execution context and the runtime buffers
   are allocated.
-- Pool: whole blocks of `tokens_per_block` tokens (64 for engines built with
-  trtllm-build, 32 for the PyTorch backend). Each block spans every layer of
-  the rank, so a sliding-window layer costs as much per block as a full one.
-  The reported capacity therefore gets no sliding-window discount.
+- Pool: whole blocks of `tokens_per_block` tokens (32 by default in the LLM
+  API; the trtllm-build engines of the 0.12 and 0.13 logs printed 64). Each
+  block spans every layer of the rank, so a sliding-window layer costs as much
+  per block as a full one. The reported capacity therefore gets no
+  sliding-window discount.
 - Tensor parallelism stores max(1, kv_heads / tp) heads per rank; pipeline
   parallelism stores only the stage's layers.
 """

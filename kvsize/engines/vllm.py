@@ -10,23 +10,24 @@ Read from vLLM's own source (vllm-project/vllm):
 - vllm/v1/core/kv_cache_utils.py (get_kv_cache_groups,
   _get_kv_cache_groups_uniform_page_size, get_kv_cache_config_from_groups,
   get_num_blocks, _report_kv_cache_config,
-  get_max_concurrency_for_kv_cache_config, get_kv_cache_configs): layers
+  get_max_concurrency_for_kv_cache_config, get_kv_cache_configs). Layers
   become groups of equal size, blocks are `available // page // layers per
-  group` and the smallest count over all workers wins; the token line is
-  `num_blocks // num_groups x block_size`; concurrency is num_blocks over
+  group`, and the smallest count over all workers wins. The token line is
+  `num_blocks // num_groups x block_size`. Concurrency is num_blocks over
   the blocks one request of max_model_len needs, summed over groups.
-- vllm/v1/kv_cache_interface.py: page sizes (fp8 per-tensor scales add
-  nothing per token, nvfp4 packs head_size / 2 + head_size / 16 bytes per
-  head, fp8_ds_mla is 656 bytes per token) and the tokens a sliding-window
-  layer keeps per request, min(window - 1 + max_num_batched_tokens,
-  max_model_len) plus one block.
+- vllm/v1/kv_cache_interface.py: page sizes and the tokens each layer kind
+  keeps. fp8 per-tensor scales add nothing per token, nvfp4 packs head_size
+  / 2 + head_size / 16 bytes per head, and fp8_ds_mla is 656 bytes per token.
+  A sliding-window layer keeps min(window - 1 + max_num_batched_tokens,
+  max_model_len) tokens per request, plus one block.
 - vllm/platforms/cuda.py: MLA models use 64-token blocks with FlashMLA
   (Hopper and Blackwell), 16 otherwise.
 - tests/engine/test_arg_utils.py: `vllm serve` batches 8192 tokens and 1024
   sequences on GPUs of 70 GiB or more other than the A100, else 2048 and 256.
-- The V0 engine (before 0.11): one block size for all layers, every layer
-  sized as full attention, `num_gpu_blocks = available // (block_size x bytes
-  per token)`, 4 GiB of CPU swap blocks, concurrency = tokens / max_model_len.
+- The V0 engine, as its startup lines show: one block size for all layers,
+  every layer sized as full attention, `num_gpu_blocks = available //
+  (block_size x bytes per token)`, `num_cpu_blocks = 4 GiB // the same`, and
+  concurrency = tokens / max_model_len.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ from kvsize.engines.common import (
     apply_fraction,
     check_fraction,
     engine_visible_memory,
-    is_attention,
     is_shared,
     is_state,
     kv_precision_for,
@@ -62,6 +62,8 @@ from kvsize.units import GiB
 DEFAULT_BLOCK_SIZE = 16
 FLASHMLA_BLOCK_SIZE = 64
 # GPUs on which vLLM picks the FlashMLA backend for MLA models (compute capability 9.0 and 10.x).
+# NOTE: some vLLM versions default Blackwell GPUs to CUTLASS MLA, which forces 128-token blocks;
+# pass --block-size 128 for those.
 FLASHMLA_GPUS = frozenset({"h100-sxm", "h100-pcie", "h100-nvl", "h200", "b200", "b300", "gb200"})
 CPU_SWAP_BYTES = 4 * GiB  # V0's default --swap-space per GPU
 LARGE_GPU_BYTES = 70 * GiB
@@ -162,6 +164,8 @@ def _layer_caches(model: ModelSpec, precision: Precision, tp: int, hybrid: bool)
 def _blocks_per_request(cache: _LayerCache, block_size: int, max_model_len: int, max_num_batched_tokens: int) -> int:
     """Return the blocks one request of max_model_len takes in one layer group (kv_cache_interface.py)."""
     if cache.kind == "mamba":
+        # NOTE: one state page per request, vLLM's default Mamba cache mode; its
+        # "align" mode for prefix caching keeps two, and "all" one per block.
         return 1
     if cache.kind == "sliding":
         assert cache.window is not None
@@ -195,6 +199,23 @@ def _v1_pool(caches: list[_LayerCache], stages: list[list[int]], available: int,
         by_spec.setdefault(cache.spec_key, []).append(cache)
     stage_of = {index: number for number, stage in enumerate(stages) for index in stage}
 
+    if len({(key[0], key[3]) for key in by_spec}) == 1:
+        # One layer kind with one window: a single group holding every layer, each
+        # layer with its own page per block, even when head sizes differ.
+        key = next(iter(by_spec))
+        per_stage = [sum(cache.bytes_per_token for cache in caches if stage_of[cache.index] == number)
+                     for number in range(len(stages))]  # fmt: skip
+        worst = max(per_stage)
+        if key[0] == "mamba":
+            num_blocks = available // max(1, sum(cache.state_bytes for cache in caches))
+        else:
+            num_blocks = available // (worst * block_size) if worst else 0
+        blocks = _blocks_per_request(by_spec[key][0], block_size, max_model_len, max_num_batched_tokens)
+        sliding = None
+        if key[0] in ("sliding", "chunked"):
+            sliding = (blocks - (1 if key[0] == "sliding" else 0)) * block_size
+        return _Pool(num_blocks, 1, block_size, blocks, worst, worst, f"1 group of {len(caches)} layers", sliding)
+
     # Page sizes must match across groups, so vLLM enlarges the block size of
     # the layers with smaller pages. With Mamba layers it enlarges the attention
     # block until one attention page fits a whole state, then pads the state.
@@ -221,22 +242,6 @@ def _v1_pool(caches: list[_LayerCache], stages: list[list[int]], available: int,
         block_sizes[key] = block_size * (page // key_page)
     min_block_size = min(size for key, size in block_sizes.items() if key[0] != "mamba") if attention_specs else block_size
 
-    if len(by_spec) == 1:
-        # One group holding every layer: each layer gets its own page per block.
-        key = next(iter(by_spec))
-        per_stage = [sum(cache.bytes_per_token for cache in caches if stage_of[cache.index] == number)
-                     for number in range(len(stages))]  # fmt: skip
-        worst = max(per_stage)
-        if key[0] == "mamba":
-            num_blocks = available // max(1, sum(cache.state_bytes for cache in caches))
-        else:
-            num_blocks = available // (worst * block_sizes[key]) if worst else 0
-        blocks = _blocks_per_request(by_spec[key][0], block_sizes[key], max_model_len, max_num_batched_tokens)
-        sliding = None
-        if key[0] in ("sliding", "chunked"):
-            sliding = (blocks - (1 if key[0] == "sliding" else 0)) * block_sizes[key]
-        return _Pool(num_blocks, 1, min_block_size, blocks, worst, worst, f"1 group of {len(caches)} layers", sliding)
-
     counts = {key: len(members) for key, members in by_spec.items()}
     group_size = min(counts.values())
     if max(counts.values()) < group_size * 1.5:
@@ -247,14 +252,14 @@ def _v1_pool(caches: list[_LayerCache], stages: list[list[int]], available: int,
         for offset in range(num_groups):
             groups.append((key, members[offset::num_groups]))
 
-    num_blocks = None
+    pool_blocks: int | None = None
     worst_bytes = 0
     for number in range(len(stages)):
         layers_here = max(sum(1 for cache in members if stage_of[cache.index] == number) for _, members in groups)
         if layers_here == 0:
             continue
         stage_blocks = available // page // layers_here
-        num_blocks = stage_blocks if num_blocks is None else min(num_blocks, stage_blocks)
+        pool_blocks = stage_blocks if pool_blocks is None else min(pool_blocks, stage_blocks)
         worst_bytes = max(worst_bytes, page * layers_here // block_size)
     blocks_per_request = sum(
         _blocks_per_request(members[0], block_sizes[key], max_model_len, max_num_batched_tokens) for key, members in groups
@@ -265,7 +270,7 @@ def _v1_pool(caches: list[_LayerCache], stages: list[list[int]], available: int,
             blocks = _blocks_per_request(members[0], block_sizes[key], max_model_len, max_num_batched_tokens)
             sliding_tokens = (blocks - 1) * block_sizes[key]
     layout = ", ".join(f"{-(-count // group_size)} x {key[0]}" for key, count in counts.items())
-    return _Pool(num_blocks or 0, len(groups), min_block_size, blocks_per_request, worst_bytes * len(groups),
+    return _Pool(pool_blocks or 0, len(groups), min_block_size, blocks_per_request, worst_bytes * len(groups),
                  worst_bytes, f"{len(groups)} groups of {group_size} layers ({layout})", sliding_tokens)  # fmt: skip
 
 
@@ -335,6 +340,8 @@ def estimate_vllm(model: ModelSpec, gpu: GpuSpec, settings: EngineSettings, base
     else:
         pool = _v1_pool(caches, stages, usable, block_size, max_model_len, max_num_batched_tokens)
         num_gpu_blocks = pool.num_blocks
+        # NOTE: pull requests #38364 and #40694 proposed printing int(max_concurrency x
+        # max_model_len) as the token line; the kv_cache_utils.py read here still prints the line below.
         tokens = num_gpu_blocks // pool.num_groups * pool.min_block_size
         max_concurrency = num_gpu_blocks / pool.blocks_per_request if pool.blocks_per_request else 0.0
         bytes_per_token = pool.bytes_per_token_per_gpu
