@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, TypeVar
 
 from kvsize.errors import NotFoundError, SpecError
-from kvsize.specs import GpuSpec, ModelSpec, as_line_mapping, parse_gpu_spec, parse_model_spec, parse_yaml_mapping
+from kvsize.specs import (
+    GpuSpec,
+    ModelSpec,
+    as_line_mapping,
+    parse_gpu_spec,
+    parse_model_spec,
+    parse_yaml_mapping,
+    read_spec_text,
+)
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -59,6 +67,8 @@ def normalize_name(name: str) -> str:
 
 
 def _read_text(entry: Traversable, path: str) -> str:
+    if isinstance(entry, Path):
+        return read_spec_text(entry, path)
     try:
         return entry.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:

@@ -94,9 +94,9 @@ def _print_listing(kind: str, rows: list[dict[str, Any]], columns, chosen_format
     elif chosen_format == "markdown":
         sys.stdout.write(to_markdown(rows, columns))
     else:
-        from kvsize.render import print_table, rows_table
+        from kvsize.render import print_rows
 
-        print_table(_stdout_console(), rows_table(columns, rows, f"{len(rows)} {kind}"))
+        print_rows(_stdout_console(), columns, rows, f"{len(rows)} {kind}")
 
 
 @app.command()

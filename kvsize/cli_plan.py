@@ -129,7 +129,7 @@ def compare(
         return
 
     available = [Column(key, header) for key, header in COMPARE_COLUMN_SPECS]
-    chosen = select_columns(available, split_values([columns], "--columns") if columns else None, valid_keys)
+    chosen = select_columns(available, split_values([columns], "--columns") if columns is not None else None, valid_keys)
     if ratios is not None:
         for row, ratio in zip(rows, ratios):
             row["kv_ratio_to_baseline"] = ratio
@@ -140,14 +140,14 @@ def compare(
     elif chosen_format == "markdown":
         _emit(to_markdown(rows, chosen))
     else:
-        from kvsize.render import print_table, rows_table, split_constant_columns
+        from kvsize.render import print_rows, split_constant_columns
 
         failing = sum(not row["fits"] for row in rows)
         title = f"{len(rows)} combinations, {failing} do not fit (marked NO)" if failing else f"{len(rows)} combinations, all fit"
         if not columns:
             chosen, common = split_constant_columns(chosen, rows, _DIMENSION_KEYS)
             title += f"; every row: {common}" if common else ""
-        print_table(_stdout_console(), rows_table(chosen, rows, title, failed=lambda row: not row["fits"]))
+        print_rows(_stdout_console(), chosen, rows, title, failed=lambda row: not row["fits"])
 
 
 def _compared_kv_precision(dtype: str, group_size, zero_point: bool, techniques):
@@ -273,12 +273,12 @@ def plan(
     elif chosen_format == "markdown":
         _emit(to_markdown(rows, columns))
     else:
-        from kvsize.render import print_table, rows_table
+        from kvsize.render import print_rows
 
         plural = "s" if request.batch_size != 1 else ""
         title = (f"{model_spec.name}: {request.context_tokens:,} tokens x {request.batch_size:,} sequence{plural}; "
                  "smallest tensor-parallel group per GPU, fewest GPUs first")  # fmt: skip
-        print_table(_stdout_console(), rows_table(columns, rows, title, failed=lambda row: not row["fits"]))
+        print_rows(_stdout_console(), columns, rows, title, failed=lambda row: not row["fits"])
 
 
 @app.command()
@@ -331,7 +331,7 @@ def check(
         max_kv_fraction=float(parse_fraction(max_kv_fraction, "--max-kv-fraction")) if max_kv_fraction is not None else None,
     )
     model_spec = apply_architecture_options(load_model(model), techniques)
-    result = run_estimate(model_spec, load_gpu(gpu or DEFAULT_GPU), request)
+    result = run_estimate(model_spec, load_gpu(DEFAULT_GPU if gpu is None else gpu), request)
     print_warnings(result.warnings)
     verdict = run_check(result, thresholds)
 
@@ -384,7 +384,7 @@ def curve(
     request = build_request(RequestOptions("1", batch, kv_cache_dtype, None, False, weights_dtype,
                                            tensor_parallel_size, gpu_memory_utilization, reserve))  # fmt: skip
     models = [load_model(name) for name in split_values(model, "--model")]
-    gpu_spec = load_gpu(gpu or DEFAULT_GPU)
+    gpu_spec = load_gpu(DEFAULT_GPU if gpu is None else gpu)
     limit = parse_token_count(max_ctx, "--max-ctx") if max_ctx is not None else None
     series = curve_points(models, gpu_spec, request, limit)
 
@@ -404,7 +404,7 @@ def curve(
         if console.is_terminal:
             console.print(draw_chart(series, gpu_spec, width=min(console.width, 120)), markup=False, highlight=False)
         else:
-            from kvsize.render import print_table, rows_table
+            from kvsize.render import print_rows
 
-            print_table(console, rows_table(columns, rows, "memory per GPU against context (not a terminal: table)",
-                                     failed=lambda row: not row["fits"]))  # fmt: skip
+            print_rows(console, columns, rows, "memory per GPU against context (not a terminal: table)",
+                       failed=lambda row: not row["fits"])

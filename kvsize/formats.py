@@ -25,7 +25,7 @@ def resolve_format(output_format: str | None, json_flag: bool) -> str:
         if output_format not in (None, "json"):
             raise InvalidInputError(f"--json conflicts with --format {output_format}; give one of them")
         return "json"
-    chosen = (output_format or "table").strip().lower()
+    chosen = ("table" if output_format is None else output_format).strip().lower()
     if chosen not in FORMATS:
         raise InvalidInputError(f"invalid value for --format: {output_format!r}; expected one of {', '.join(FORMATS)}")
     return chosen
@@ -126,8 +126,10 @@ def sort_rows(rows: list[dict[str, Any]], sort_key: str | None, valid_keys: Sequ
 
     Missing values (an unbounded max context) sort as larger than any number.
     """
-    if not sort_key:
+    if sort_key is None:
         return rows
+    if not sort_key.strip("- "):
+        raise InvalidInputError(f"invalid value for --sort: {sort_key!r}; give a JSON key such as max_batch_size")
     descending = sort_key.startswith("-")
     key = sort_key.lstrip("-")
     if key not in valid_keys:

@@ -43,6 +43,8 @@ def split_values(values: list[str] | None, option: str) -> list[str]:
     """Flatten repeated and comma-separated option values: `a,b --x c` gives a, b, c."""
     items: list[str] = []
     for value in values or []:
+        if not value.strip():
+            raise InvalidInputError(f"invalid value for {option}: an empty value; give one or more comma-separated values")
         for part in value.split(","):
             if not part.strip():
                 raise InvalidInputError(f"invalid value for {option}: {value!r} has an empty item; "

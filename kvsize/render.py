@@ -74,8 +74,9 @@ def estimate_table(result: Estimate, gpu_is_default: bool = False, alternatives:
         f"KV cache {result.kv_precision.describe()}, weights {result.weight_precision.name}"
     )
     table = Table(title=title, box=box.SIMPLE, show_header=False, title_justify="left", pad_edge=False)
-    table.add_column("quantity", style="bold", no_wrap=True)
-    table.add_column("value", overflow="fold")
+    # The label column may wrap, so a narrow terminal still leaves room for the values.
+    table.add_column("quantity", style="bold", min_width=8, max_width=28)
+    table.add_column("value", min_width=16, overflow="fold")
 
     for technique in result.techniques:
         table.add_row("Technique", technique)
@@ -179,6 +180,27 @@ def print_table(console: Console, table: Table) -> None:
     with console.capture() as capture:
         console.print(table)
     console.file.write("\n".join(line.rstrip() for line in capture.get().splitlines()) + "\n")
+
+
+def print_rows(console: Console, columns, rows, title: str | None = None, failed=None) -> None:
+    """Print rows as a table, or, on a terminal too narrow for the table, as one block per row.
+
+    A table squeezed below its natural width would cut or scatter its values;
+    a block of `header  value` lines per row stays readable at any width.
+    """
+    table = rows_table(columns, rows, title, failed)
+    natural = console.measure(table, options=console.options.update_width(100_000)).maximum
+    if not console.is_terminal or natural <= console.width:
+        print_table(console, table)
+        return
+    if title:
+        console.print(title, markup=False, highlight=False)
+    label_width = max(len(column.header) for column in columns)
+    for number, row in enumerate(rows, start=1):
+        style = "red" if failed is not None and failed(row) else None
+        console.print(f"[{number}]", style=style, markup=False, highlight=False)
+        for column in columns:
+            console.print(f"  {column.header:<{label_width}}  {column.cell(row)}", markup=False, highlight=False)
 
 
 def split_constant_columns(columns, rows, keys):

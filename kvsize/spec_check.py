@@ -160,18 +160,14 @@ def _check_layer_types(mapping: Any, problems: _Problems) -> None:
 def check_spec_file(kind: str, path: Path) -> tuple[list[str], ModelSpec | GpuSpec | None]:
     """Check one spec file; return (problems, spec), where spec is None unless there are no problems."""
     from kvsize.catalog import load_spec_file
-    from kvsize.specs import parse_yaml_mapping
+    from kvsize.specs import parse_yaml_mapping, read_spec_text
 
     display = str(path)
     problems = _Problems(display)
     if not path.is_file():
         return [f"{display}: file not found"], None
     try:
-        mapping = parse_yaml_mapping(path.read_text(encoding="utf-8"), display)
-    except UnicodeDecodeError as error:
-        return [f"{display}: not valid UTF-8 text (byte {error.start}); save the file as UTF-8"], None
-    except OSError as error:
-        return [f"{display}: cannot read the file: {error.strerror}"], None
+        mapping = parse_yaml_mapping(read_spec_text(path, display), display)
     except KvsizeError as error:
         return [str(error)], None
 

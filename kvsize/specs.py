@@ -80,6 +80,25 @@ def as_line_mapping(value: Any) -> Any:
     return value
 
 
+# The largest built-in spec is under 10 KiB; a file a hundred times larger is
+# not a spec, and parsing tens of megabytes of YAML would stall the command.
+MAX_SPEC_FILE_BYTES = 1024 * 1024
+
+
+def read_spec_text(path, display: str) -> str:
+    """Read a user spec file as UTF-8 text, rejecting files over MAX_SPEC_FILE_BYTES."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_SPEC_FILE_BYTES:
+            raise SpecError(f"{display}: file is {size:,} bytes, larger than the {MAX_SPEC_FILE_BYTES:,}-byte "
+                            "limit for a spec file; check that it is the spec you meant")  # fmt: skip
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise SpecError(f"{display}: not valid UTF-8 text (byte {error.start}); save the file as UTF-8") from None
+    except OSError as error:
+        raise SpecError(f"{display}: cannot read the file: {error.strerror}") from None
+
+
 def parse_yaml_mapping(text: str, path: str) -> _LineMapping:
     """Parse YAML text that must hold one mapping; errors name `path` and the line."""
     import yaml

@@ -22,6 +22,9 @@ MB = 1000**2
 GB = 1000**3
 TB = 1000**4
 
+# Token counts above 2^40 (about 1.1 trillion) are typos, not contexts.
+MAX_TOKENS = 2**40
+
 TOKEN_SUFFIXES = {"": 1, "k": 1024, "m": 1024**2}
 
 BYTE_UNITS = {
@@ -63,6 +66,8 @@ def parse_token_count(text: str, option: str = "--ctx") -> int:
         )
     if tokens <= 0:
         raise InvalidInputError(f"invalid value for {option}: {text!r}; the token count must be at least 1")
+    if tokens > MAX_TOKENS:
+        raise InvalidInputError(f"invalid value for {option}: {text!r} is more than {MAX_TOKENS:,} tokens (2^40)")
     return int(tokens)
 
 

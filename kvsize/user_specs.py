@@ -79,10 +79,12 @@ def _read_names(path: Path) -> tuple[dict | None, tuple[str, ...]]:
     """Read a spec file's mapping and aliases quickly, without validating it."""
     import yaml
 
+    from kvsize.specs import read_spec_text
+
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data = yaml.load(read_spec_text(path, str(path)), Loader=loader)
+    except (SpecError, yaml.YAMLError):
         return None, ()
     if not isinstance(data, dict):
         return None, ()
@@ -100,10 +102,12 @@ def _top_level_kind(data: dict | None) -> SpecKind | None:
     return None
 
 
-def user_spec_files(kind: SpecKind) -> list[UserSpecFile]:
-    """Return the user spec files of one kind, one per id, the first folder's winning."""
+def _scan_user_specs(kind: SpecKind) -> tuple[list[UserSpecFile], dict[str, tuple[Path, ...]]]:
+    """Return the usable user spec files of one kind and the ids defined twice within one folder."""
     found: dict[str, UserSpecFile] = {}
+    duplicates: dict[str, tuple[Path, ...]] = {}
     for folder in config_dirs():
+        in_folder: dict[str, list[UserSpecFile]] = {}
         candidates = [(path, True) for path in sorted((folder / kind).glob("*.y*ml"))]
         candidates += [(path, False) for path in sorted(folder.glob("*.y*ml"))]
         for path, in_kind_folder in candidates:
@@ -112,8 +116,23 @@ def user_spec_files(kind: SpecKind) -> list[UserSpecFile]:
             data, aliases = _read_names(path)
             if not in_kind_folder and _top_level_kind(data) != kind:
                 continue
-            found[path.stem] = UserSpecFile(path.stem, (path.stem, *aliases), path)
-    return list(found.values())
+            in_folder.setdefault(path.stem, []).append(UserSpecFile(path.stem, (path.stem, *aliases), path))
+        for spec_id, spec_files in in_folder.items():
+            if len(spec_files) > 1:
+                duplicates.setdefault(spec_id, tuple(spec_file.path for spec_file in spec_files))
+            elif spec_id not in duplicates:
+                found[spec_id] = spec_files[0]
+    return list(found.values()), duplicates
+
+
+def user_spec_files(kind: SpecKind) -> list[UserSpecFile]:
+    """Return the user spec files of one kind, one per id, the first folder's winning.
+
+    Within one folder, two files with the same id (`x.yaml` and `x.yml`, or
+    `models/x.yaml` and a top-level `x.yaml`) are ambiguous, so that id is left
+    out here and `find_user_spec` rejects it by name.
+    """
+    return _scan_user_specs(kind)[0]
 
 
 def find_user_spec(kind: SpecKind, name: str) -> Path | None:
@@ -125,10 +144,13 @@ def find_user_spec(kind: SpecKind, name: str) -> Path | None:
     """
     from kvsize.catalog import normalize_name, resolve_id
 
-    files = user_spec_files(kind)
+    files, duplicates = _scan_user_specs(kind)
+    cleaned = name.strip()
+    if cleaned in duplicates:
+        listed = " and ".join(str(path) for path in duplicates[cleaned])
+        raise SpecError(f"two user spec files define the id {cleaned!r}: {listed}; rename or remove one")
     if not files:
         return None
-    cleaned = name.strip()
     for spec_file in files:
         if spec_file.id == cleaned:
             return spec_file.path

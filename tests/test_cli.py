@@ -132,7 +132,7 @@ def test_python_dash_m_entry_point():
         (["--ctx", "8k", "--weights-dtype", "int3"], "--weights-dtype"),
         (["--ctx", "8k", "--tp", "3"], "tensor-parallel size 3"),
         (["--ctx", "8k", "--tp", "3"], "valid sizes up to 64: 1, 2, 4, 8, 16, 32"),
-        (["--ctx", "1099511627777"], "invalid context length"),
+        (["--ctx", "1099511627777"], "more than 1,099,511,627,776 tokens"),
         (["--ctx", "8k", "--batch", "1000000001"], "invalid batch size"),
         (["--ctx", "8k", "--reserve", "3"], "has no unit"),
         (["--ctx", "8k", "--kv-cache-dtype", "bf16", "--kv-group-size", "64"], "not quantized"),
