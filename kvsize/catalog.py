@@ -236,3 +236,25 @@ def iter_specs(kind: SpecKind) -> Iterator[ModelSpec | GpuSpec]:
     """Load and validate every built-in spec of one kind, in id order."""
     for spec_id in catalog_ids(kind):
         yield _load_builtin(kind, spec_id)
+
+
+def catalog_with_user_specs(kind: SpecKind) -> tuple[list[ModelSpec | GpuSpec], list[str]]:
+    """Return every spec of one kind a user can name, user specs first in precedence, sorted by id.
+
+    A user spec replaces the built-in with the same id. A user spec file that
+    fails to load is left out and described in the returned warnings, so one
+    broken file does not hide the rest of the catalog.
+    """
+    from kvsize.user_specs import user_spec_files
+
+    specs: dict[str, ModelSpec | GpuSpec] = {}
+    warnings = []
+    for spec_file in user_spec_files(kind):
+        try:
+            specs[spec_file.id] = load_spec_file(kind, spec_file.path)
+        except (SpecError, NotFoundError) as error:
+            warnings.append(f"skipped user spec: {error}")
+    for spec_id in catalog_ids(kind):
+        if spec_id not in specs:
+            specs[spec_id] = _load_builtin(kind, spec_id)
+    return [specs[spec_id] for spec_id in sorted(specs)], warnings

@@ -108,7 +108,8 @@ def models(
     json_output: JsonOption = False,
 ) -> None:
     """List the built-in models with layers, KV heads, head dim, attention kinds, KV bytes per token and max context."""
-    from kvsize.catalog import iter_specs
+    from kvsize.catalog import catalog_with_user_specs
+    from kvsize.cli import print_warnings
     from kvsize.errors import InvalidInputError
     from kvsize.formats import Column, resolve_format
     from kvsize.layers import LAYER_KINDS
@@ -117,7 +118,9 @@ def models(
     if attention is not None and attention.strip().lower() not in LAYER_KINDS:
         raise InvalidInputError(f"invalid value for --attention: {attention!r}; expected one of {', '.join(LAYER_KINDS)}")
     rows = []
-    for spec in iter_specs("models"):
+    specs, warnings = catalog_with_user_specs("models")
+    print_warnings(warnings)
+    for spec in specs:
         if family is not None and spec.family != family.strip().lower():
             continue
         if attention is not None and attention.strip().lower() not in {layer.kind for layer in spec.layers}:
@@ -148,14 +151,17 @@ def gpus(
     json_output: JsonOption = False,
 ) -> None:
     """List the built-in GPUs with memory as marketed and as the driver reports it, and bandwidth."""
-    from kvsize.catalog import iter_specs
+    from kvsize.catalog import catalog_with_user_specs
+    from kvsize.cli import print_warnings
     from kvsize.formats import Column, resolve_format
     from kvsize.units import format_bytes
 
     chosen_format = resolve_format(output_format, json_output)
+    specs, warnings = catalog_with_user_specs("gpus")
+    print_warnings(warnings)
     rows = [
         gpu_summary(spec)
-        for spec in iter_specs("gpus")
+        for spec in specs
         if (vendor is None or spec.vendor == vendor.strip().lower()) and _matches(search, spec.id, spec.name, *spec.aliases)
     ]
     columns = [

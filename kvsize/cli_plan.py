@@ -219,7 +219,7 @@ def plan(
     cpu_offload: CpuOffloadOption = None,
 ) -> None:
     """Find, for each GPU type, the smallest tensor-parallel group that holds the weights and the requested KV."""
-    from kvsize.catalog import catalog_ids, load_gpu, load_model
+    from kvsize.catalog import catalog_with_user_specs, load_gpu, load_model
     from kvsize.formats import Column, resolve_format, to_csv, to_json, to_markdown
     from kvsize.options import split_values
     from kvsize.options import RequestOptions, apply_architecture_options, build_request
@@ -232,8 +232,12 @@ def plan(
     request = build_request(RequestOptions(ctx, batch, kv_cache_dtype, kv_group_size, kv_zero_point, weights_dtype,
                                            "1", gpu_memory_utilization, reserve, techniques))  # fmt: skip
     model_spec = apply_architecture_options(load_model(model), techniques)
-    gpu_names = split_values(gpu, "--gpu") or catalog_ids("gpus")
-    options = run_plan(model_spec, [load_gpu(name) for name in gpu_names], request)
+    if gpu is None:
+        candidates, warnings = catalog_with_user_specs("gpus")
+        print_warnings(warnings)
+    else:
+        candidates = [load_gpu(name) for name in split_values(gpu, "--gpu")]
+    options = run_plan(model_spec, candidates, request)
 
     rows = []
     for option in options:

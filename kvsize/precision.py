@@ -3,8 +3,9 @@
 Every size is computed in bits first and converted to bytes only after the
 multiplication, so a 3-bit or 4-bit cache never rounds to zero bytes.
 A grouped format stores one scale (and optionally one zero point) for every
-`group_size` consecutive elements of a vector; the groups never span two
-vectors, so a vector of `n` elements carries `ceil(n / group_size)` of them.
+`group_size` consecutive values. Per-token groups run along one vector and
+never span two, so a vector of `n` elements carries `ceil(n / group_size)`
+scales. Per-channel groups run along the tokens of one channel instead.
 """
 
 from __future__ import annotations

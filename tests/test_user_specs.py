@@ -135,3 +135,33 @@ def test_user_config_dir_follows_xdg(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     if os.name != "nt":
         assert user_specs.user_config_dir() == tmp_path / "kvsize"
+
+
+def test_listings_include_user_specs(cli, tmp_path):
+    """`kvsize models`, `kvsize gpus` and `kvsize plan` see user specs; a broken one is skipped with a warning."""
+    import json
+
+    folder = tmp_path / "specs"
+    (folder / "gpus").mkdir(parents=True)
+    (folder / "models").mkdir(parents=True)
+    (folder / "gpus" / "mig-3g.yaml").write_text(
+        "id: mig-3g\nname: H100 MIG 3g.40gb\nvendor: nvidia\nmemory_marketed_gb: 40\n"
+        "memory_reported_bytes: 42949672960\nmemory_bandwidth_gb_per_s: 1675\nsource: [test]\n",
+        encoding="utf-8",
+    )
+    (folder / "models" / "broken.yaml").write_text("id: [unclosed\n", encoding="utf-8")
+
+    code, out, err = cli("--config-dir", str(folder), "gpus", "--json")
+    assert code == 0
+    assert "mig-3g" in {entry["id"] for entry in json.loads(out)["gpus"]}
+
+    code, out, err = cli("--config-dir", str(folder), "models", "--json")
+    assert code == 0
+    assert "llama3-70b" in {entry["id"] for entry in json.loads(out)["models"]}
+    assert "skipped user spec" in err
+    assert "broken.yaml" in err
+
+    code, out, _ = cli("--config-dir", str(folder), "plan", "--model", "llama3.1-8b", "--ctx", "8k", "--json")
+    # 16.06 GB of bf16 weights fit one 40 GiB slice: usable 38.65 GB leaves 20.45 GB of KV budget.
+    options = {option["gpu"]: option for option in json.loads(out)["options"]}
+    assert options["mig-3g"]["num_gpus"] == 1
