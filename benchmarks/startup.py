@@ -62,20 +62,21 @@ def _commands(python: str, kvsize: str, baseline_path: str) -> dict[str, list[st
     }
 
 
-def _time_with_python(commands: dict[str, list[str]], runs: int) -> dict[str, list[float]]:
+def _time_with_python(commands: dict[str, list[str]], runs: int, folder: str) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {name: [] for name in commands}
     environment = {**os.environ, "COLUMNS": "100"}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": environment, "cwd": folder, "check": False}
     for name, argv in commands.items():  # one warm-up run each fills the OS page cache
-        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment, check=False)
+        subprocess.run(argv, **quiet)
     for _ in range(runs):
         for name, argv in commands.items():
             start = time.perf_counter()
-            subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment, check=False)
+            subprocess.run(argv, **quiet)
             samples[name].append(time.perf_counter() - start)
     return samples
 
 
-def _time_with_hyperfine(commands: dict[str, list[str]], runs: int) -> dict[str, list[float]]:
+def _time_with_hyperfine(commands: dict[str, list[str]], runs: int, folder: str) -> dict[str, list[float]]:
     import shlex
 
     with tempfile.TemporaryDirectory() as folder:
@@ -83,7 +84,7 @@ def _time_with_hyperfine(commands: dict[str, list[str]], runs: int) -> dict[str,
         quoted = [" ".join(shlex.quote(part) for part in argv) for argv in commands.values()]
         subprocess.run(["hyperfine", "--warmup", "3", "--runs", str(runs), "--style", "none",
                         "--export-json", str(export), *quoted],
-                       stdout=subprocess.DEVNULL, check=True)  # fmt: skip
+                       stdout=subprocess.DEVNULL, cwd=folder, check=True)  # fmt: skip
         results = json.loads(export.read_text())["results"]
     return {name: result["times"] for name, result in zip(commands, results)}
 
@@ -110,7 +111,11 @@ def main() -> int:
     commands = _commands(sys.executable, kvsize, baseline_path)
     use_hyperfine = shutil.which("hyperfine") is not None and not arguments.python_timer
     timer = "hyperfine" if use_hyperfine else "Python timer"
-    samples = (_time_with_hyperfine if use_hyperfine else _time_with_python)(commands, arguments.runs)
+    # Every command runs in an empty folder: `python -c` puts the working
+    # directory first on sys.path, and from the repository root it would import
+    # the source tree (which reads YAML) instead of the installed wheel.
+    with tempfile.TemporaryDirectory() as folder:
+        samples = (_time_with_hyperfine if use_hyperfine else _time_with_python)(commands, arguments.runs, folder)
     os.unlink(baseline_path)
 
     medians = {name: statistics.median(values) for name, values in samples.items()}

@@ -5,6 +5,7 @@ Imported at the end of kvsize.cli, which registers the commands on its app.
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Annotated, Any, Optional
 
@@ -193,8 +194,13 @@ def show(
     except NotFoundError as model_error:
         try:
             spec = load_gpu(name)
-        except NotFoundError:
-            raise model_error from None
+        except NotFoundError as gpu_error:
+            # Keep whichever message suggests close names; otherwise say both lists exist.
+            for error in (model_error, gpu_error):
+                if "did you mean" in str(error) or "ambiguous" in str(error) or "spec file" in str(error):
+                    raise error from None
+            raise NotFoundError(f"no model or GPU named {name!r}; run 'kvsize models' or 'kvsize gpus' "
+                                "to list the catalog") from None  # fmt: skip
         summary = gpu_summary(spec)
 
     details = dict(summary)
@@ -207,6 +213,14 @@ def show(
         }
     if chosen_format == "json":
         sys.stdout.write(to_json(details) + "\n")
+        return
+    if chosen_format in ("csv", "markdown"):
+        from kvsize.formats import Column, to_csv, to_markdown
+
+        pairs = [{"field": key, "value": json.dumps(value) if isinstance(value, (dict, list)) else value}
+                 for key, value in details.items()]  # fmt: skip
+        columns = [Column("field", "field"), Column("value", "value", lambda value: "" if value is None else str(value))]
+        sys.stdout.write(to_csv(pairs, columns) if chosen_format == "csv" else to_markdown(pairs, columns))
         return
     _print_details(details)
 
@@ -241,4 +255,6 @@ def _print_details(details: dict[str, Any]) -> None:
         table.add_row(f"source {index}", source)
     if details.get("notes"):
         table.add_row("notes", details["notes"])
-    _stdout_console().print(table)
+    from kvsize.render import print_table
+
+    print_table(_stdout_console(), table)

@@ -113,8 +113,9 @@ def compare(
     models = [apply_architecture_options(load_model(name), techniques) for name in split_values(model, "--model")]
     gpus = [load_gpu(name) for name in split_values(gpu, "--gpu")] or [load_gpu(DEFAULT_GPU)]
 
-    results = run_compare(models, gpus, base, contexts, batches, kv_precisions, weight_precisions, tp_sizes)
-    print_warnings(warning for result in results for warning in result.warnings)
+    skipped: list[str] = []
+    results = run_compare(models, gpus, base, contexts, batches, kv_precisions, weight_precisions, tp_sizes, skipped)
+    print_warnings([*skipped, *(warning for result in results for warning in result.warnings)])
     rows = [estimate_to_dict(result) for result in results]
 
     valid_keys = flat_keys(rows[0])
@@ -143,8 +144,15 @@ def compare(
         from kvsize.render import print_rows, split_constant_columns
 
         failing = sum(not row["fits"] for row in rows)
-        title = f"{len(rows)} combinations, {failing} do not fit (marked NO)" if failing else f"{len(rows)} combinations, all fit"
-        if not columns:
+        noun = "combination" if len(rows) == 1 else "combinations"
+        if failing:
+            title = f"{len(rows)} {noun}, {failing} {'does' if failing == 1 else 'do'} not fit (marked NO)"
+        else:
+            title = f"{len(rows)} {noun}, {'it fits' if len(rows) == 1 else 'all fit'}"
+        applied = list(dict.fromkeys(technique for row in rows for technique in row["techniques"]))
+        if applied:
+            title += "; techniques: " + "; ".join(applied)
+        if columns is None:
             chosen, common = split_constant_columns(chosen, rows, _DIMENSION_KEYS)
             title += f"; every row: {common}" if common else ""
         print_rows(_stdout_console(), chosen, rows, title, failed=lambda row: not row["fits"])
@@ -393,7 +401,7 @@ def curve(
     series = curve_points(models, gpu_spec, request, limit)
 
     rows = [{"model": item.model_id, "context_tokens": context, "memory_bytes_per_gpu": memory,
-             "budget_bytes_per_gpu": item.usable_bytes, "fits": memory <= item.usable_bytes}
+             "usable_memory_bytes_per_gpu": item.usable_bytes, "fits": memory <= item.usable_bytes}
             for item in series for context, memory in item.points]  # fmt: skip
     columns = [Column("model", "model"), Column("context_tokens", "context"),
                Column("memory_bytes_per_gpu", "weights + reserve + KV per GPU"), Column("fits", "fits")]  # fmt: skip

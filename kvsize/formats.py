@@ -51,7 +51,8 @@ def format_cell(key: str, value: Any) -> str:
     if value is None:
         return "unbounded" if key == "max_context_tokens" else "-"
     if isinstance(value, bool):
-        return "yes" if value else "NO"
+        # "NO" in capitals marks a plan that does not fit; other flags read yes/no.
+        return ("yes" if value else "NO") if key in ("fits", "weights_fit") else ("yes" if value else "no")
     if isinstance(value, int) and "bytes" in key:
         return format_bytes(value)
     if isinstance(value, int):

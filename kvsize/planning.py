@@ -12,12 +12,19 @@ from typing import Iterable, Sequence
 
 from kvsize.errors import InvalidInputError
 from kvsize.precision import Precision
-from kvsize.sizing import Estimate, SizingRequest, check_tensor_parallel_size, estimate
+from kvsize.sizing import (
+    Estimate,
+    SizingRequest,
+    check_tensor_parallel_size,
+    estimate,
+    valid_tensor_parallel_sizes,
+)
 from kvsize.specs import GpuSpec, ModelSpec
 from kvsize.units import format_bytes
 
-# Tensor-parallel sizes `plan` tries, smallest first: one node holds up to 8
-# GPUs, and 16 and 32 span two or four nodes.
+# Tensor-parallel sizes `plan` considers, smallest first: one node holds up to
+# 8 GPUs, and 16 and 32 span two or four nodes. Sizes in between that the
+# model's heads allow are tried too (see plan_sizes).
 PLAN_TENSOR_PARALLEL_SIZES = (1, 2, 4, 8, 16, 32)
 
 
@@ -34,13 +41,17 @@ def compare(
     kv_precisions: Sequence[Precision | None],
     weight_precisions: Sequence[Precision | None],
     tensor_parallel_sizes: Sequence[int],
+    skipped: list[str] | None = None,
 ) -> list[Estimate]:
     """Return one estimate per combination, in the order the options were given.
 
     Every combination is kept, including those that do not fit, so a table of
-    the result never hides a row.
+    the result never hides a row. A combination that cannot exist, such as a
+    tensor-parallel size the model's heads do not allow, has no estimate: it
+    is described in `skipped` instead, and raised when nothing else is left.
     """
     rows = []
+    problems = []
     for model, gpu, context, batch, kv, weights, tp in product(
         models, gpus, context_tokens, batch_sizes, kv_precisions, weight_precisions, tensor_parallel_sizes
     ):
@@ -52,7 +63,16 @@ def compare(
             weight_precision=weights,
             tensor_parallel_size=tp,
         )
+        try:
+            check_tensor_parallel_size(model, tp)
+        except InvalidInputError as error:
+            problems.append(f"skipped {model.id} at TP {tp}: {error}")
+            continue
         rows.append(estimate(model, gpu, request))
+    if not rows and problems:
+        raise InvalidInputError(problems[0])
+    if skipped is not None:
+        skipped.extend(dict.fromkeys(problems))
     return rows
 
 
@@ -88,11 +108,22 @@ def _failure_reason(largest: Estimate) -> str:
             f"exceeds the KV budget of {format_bytes(largest.kv_budget_bytes_per_gpu)}")  # fmt: skip
 
 
+def plan_sizes(model: ModelSpec, limit: int = PLAN_TENSOR_PARALLEL_SIZES[-1]) -> list[int]:
+    """Return the tensor-parallel sizes `plan` tries for a model, smallest first.
+
+    These are the powers of two up to `limit` that the model's heads allow,
+    plus any other size up to `limit` that they allow (Phi-4's 10 KV heads
+    allow 5 and 10 but not 4 or 8), so that no valid size is skipped.
+    """
+    return valid_tensor_parallel_sizes(model, limit)
+
+
 def plan_for_gpu(model: ModelSpec, gpu: GpuSpec, request: SizingRequest,
-                 sizes: Iterable[int] = PLAN_TENSOR_PARALLEL_SIZES) -> PlanOption:  # fmt: skip
+                 sizes: Iterable[int] | None = None) -> PlanOption:  # fmt: skip
     """Find the smallest tensor-parallel size at which `request` fits on `gpu`."""
+    tried = list(sizes) if sizes is not None else plan_sizes(model)
     largest: Estimate | None = None
-    for size in sizes:
+    for size in tried:
         try:
             check_tensor_parallel_size(model, size)
         except InvalidInputError:
@@ -102,8 +133,9 @@ def plan_for_gpu(model: ModelSpec, gpu: GpuSpec, request: SizingRequest,
             return PlanOption(gpu, True, result, None)
         largest = result
     if largest is None:
-        return PlanOption(gpu, False, None, f"no tensor-parallel size in {list(sizes)} divides the model's heads")
-    return PlanOption(gpu, False, largest, _failure_reason(largest))
+        return PlanOption(gpu, False, None, f"no tensor-parallel size in {tried} suits the model's heads")
+    valid = ", ".join(map(str, tried))
+    return PlanOption(gpu, False, largest, f"{_failure_reason(largest)} (tried TP {valid})")
 
 
 def plan(model: ModelSpec, gpus: Sequence[GpuSpec], request: SizingRequest) -> list[PlanOption]:
@@ -166,9 +198,15 @@ def check(result: Estimate, thresholds: Thresholds) -> CheckResult:
         failures.append(f"max batch {result.max_batch_size:,} is below --min-batch {thresholds.min_batch_size:,}")
     if thresholds.min_context_tokens is not None:
         reach = result.max_context_tokens
+        limit = result.model.max_position_embeddings
         if reach is not None and reach < thresholds.min_context_tokens:
             failures.append(
                 f"max context {reach:,} tokens is below --min-context {thresholds.min_context_tokens:,}"
+            )
+        if thresholds.min_context_tokens > limit:
+            failures.append(
+                f"--min-context {thresholds.min_context_tokens:,} exceeds {result.model.id}'s "
+                f"max_position_embeddings ({limit:,}): memory allows it, the model does not"
             )
     verdict = CheckResult(result, ())
     if thresholds.max_kv_fraction is not None and result.weights_fit:

@@ -458,8 +458,10 @@ def estimate(model: ModelSpec, gpu: GpuSpec, request: SizingRequest) -> Estimate
         return limit // sequence_bytes if limit >= 0 and sequence_bytes > 0 else 0
 
     gpu_only_context = max_context_tokens(model, kv_precision, budget, request.batch_size, tp, policy)
-    on_gpu_bytes = min(kv_cache_bytes_per_gpu, max(budget, 0))
-    if gpu_only_context is None or gpu_only_context >= request.context_tokens:
+    # Without a host tier every byte of KV is on the GPU, whether or not it fits there.
+    offloading = request.cpu_offload_bytes > 0
+    on_gpu_bytes = min(kv_cache_bytes_per_gpu, max(budget, 0)) if offloading else kv_cache_bytes_per_gpu
+    if not offloading or gpu_only_context is None or gpu_only_context >= request.context_tokens:
         gpu_tokens = request.context_tokens
     else:
         gpu_tokens = gpu_only_context

@@ -31,7 +31,7 @@ def with_kv_heads(model: ModelSpec, num_kv_heads: int) -> ModelSpec:
         name: dataclasses.replace(layer, num_kv_heads=num_kv_heads) if isinstance(layer, FullAttention) else layer
         for name, layer in model.layer_types.items()
     }
-    return _with_layers(model, layer_types, list(model.layer_type_names), f"{num_kv_heads} KV heads per attention layer")
+    return _with_layers(model, layer_types, list(model.layer_type_names), f"{num_kv_heads} KV head{'' if num_kv_heads == 1 else 's'} per attention layer")
 
 
 def with_cross_layer_sharing(model: ModelSpec, factor: int) -> ModelSpec:

@@ -193,8 +193,10 @@ def test_check_fail_exit_one(cli):
         # Batch 2 uses 20 GiB of the 36.83 GiB budget: 54.3%.
         (["--max-kv-fraction", "0.6"], 0, "PASS"),
         (["--max-kv-fraction", "0.5"], 1, "--max-kv-fraction"),
-        # Each of 2 sequences can reach 39,544,392,089 // (2 x 81,920) = 241,359 tokens.
-        (["--min-context", "200k"], 0, "PASS"),
+        # Each of 2 sequences can reach 39,544,392,089 // (2 x 81,920) = 241,359 tokens, but the
+        # model's limit is 131,072: 100k passes, 200k fails on the limit, 256k on memory too.
+        (["--min-context", "100k"], 0, "PASS"),
+        (["--min-context", "200k"], 1, "exceeds llama3.1-70b's max_position_embeddings"),
         (["--min-context", "256k"], 1, "below --min-context"),
         (["--min-batch", "0"], 2, "--min-batch"),
         (["--max-kv-fraction", "1.5"], 2, "--max-kv-fraction"),

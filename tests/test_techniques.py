@@ -190,7 +190,7 @@ def test_kv_heads_to_mqa():
     # Llama 3.1 8B with one KV head: 32 layers x 1 x 256 x 2 bytes = 16,384 bytes per token.
     model = with_kv_heads(load_model("llama3.1-8b"), 1)
     assert sequence_kv_bytes(model, BF16, 1) == 16384
-    assert model.variant == ("1 KV heads per attention layer",)
+    assert model.variant == ("1 KV head per attention layer",)
 
 
 def test_kv_heads_must_divide_heads():
