@@ -56,6 +56,7 @@ def model_summary(spec) -> dict[str, Any]:
         "kv_bytes_per_token": bits_to_bytes(kv_bits_per_token(spec, parse_precision(dtype))),
         "max_position_embeddings": spec.max_position_embeddings,
         "path": spec.path,
+        "builtin": spec.path.startswith("configs/"),
     }
 
 
@@ -73,6 +74,7 @@ def gpu_summary(spec) -> dict[str, Any]:
         "memory_bandwidth_gb_per_s": spec.memory_bandwidth_gb_per_s,
         "bf16_dense_tflops": spec.bf16_dense_tflops,
         "path": spec.path,
+        "builtin": spec.path.startswith("configs/"),
     }
 
 
@@ -239,6 +241,8 @@ def _print_details(details: dict[str, Any]) -> None:
             continue
         if isinstance(value, list):
             shown = ", ".join(map(str, value))
+        elif key == "path" and details.get("builtin"):
+            shown = f"{value} (built-in, shipped inside the kvsize package)"
         elif isinstance(value, bool):
             shown = "yes" if value else "no"
         elif key in ("params_total", "params_active"):

@@ -398,6 +398,10 @@ def curve(
     models = [load_model(name) for name in split_values(model, "--model")]
     gpu_spec = load_gpu(DEFAULT_GPU if gpu is None else gpu)
     limit = parse_token_count(max_ctx, "--max-ctx") if max_ctx is not None else None
+    if limit is not None:
+        print_warnings(f"{spec.id} is drawn past its max_position_embeddings ({spec.max_position_embeddings:,} tokens) "
+                       "to --max-ctx; the model was not trained for that" for spec in models
+                       if spec.max_position_embeddings < limit)  # fmt: skip
     series = curve_points(models, gpu_spec, request, limit)
 
     rows = [{"model": item.model_id, "context_tokens": context, "memory_bytes_per_gpu": memory,

@@ -94,7 +94,7 @@ def estimate_table(result: Estimate, gpu_is_default: bool = False, alternatives:
 
     weights_origin = "checkpoint size" if result.weights_from_checkpoint else (
         f"{_params(model.params_total)} x {result.weight_precision.describe()}"
-        + ("" if model.params_exact else ", nominal parameter count: estimate")
+        + ("" if model.params_exact else ", parameter count not exact: estimate")
     )
     table.add_row("Weights", f"{format_bytes(result.weights_bytes_per_gpu)} per GPU ({weights_origin})")
 
