@@ -2,7 +2,8 @@
 
 For every spec under configs/models and configs/gpus the wheel gets a JSON
 twin (`<id>.json`, the same data as the YAML) and one small
-`configs/index.json` mapping each kind to its ids and aliases. An installed
+`configs/index.json` mapping each kind to its ids and the other names
+(aliases and Hugging Face repository id) that resolve to them. An installed
 kvsize then looks a name up in the index and reads one JSON file, without
 importing PyYAML. A source checkout has no JSON files and reads the YAML.
 """
@@ -35,8 +36,12 @@ class CatalogIndexHook(BuildHookInterface):
             (out_dir / kind).mkdir(parents=True)
             for path in sorted((configs / kind).glob("*.yaml")):
                 data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
-                aliases = data.get("aliases") if isinstance(data, dict) else None
-                entries[path.stem] = [str(alias) for alias in aliases] if isinstance(aliases, list) else []
+                names = []
+                if isinstance(data, dict) and isinstance(data.get("aliases"), list):
+                    names.extend(str(alias) for alias in data["aliases"])
+                if isinstance(data, dict) and isinstance(data.get("hf_id"), str):
+                    names.append(data["hf_id"])  # a Hugging Face repository id is a name too
+                entries[path.stem] = names
                 twin = out_dir / kind / f"{path.stem}.json"
                 twin.write_text(json.dumps(data, sort_keys=True), encoding="utf-8")
                 build_data["force_include"][str(twin)] = f"kvsize/configs/{kind}/{path.stem}.json"

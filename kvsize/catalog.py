@@ -62,8 +62,12 @@ def builtin_root() -> Traversable:
 
 
 def normalize_name(name: str) -> str:
-    """Return a lookup key that ignores case, spaces, hyphens and underscores."""
-    return "".join(name.strip().lower().replace("-", " ").replace("_", " ").split())
+    """Return a lookup key that ignores case, spaces, hyphens, underscores and dots.
+
+    `Llama-3.1-70B`, `llama3_1_70b` and `llama31-70b` all give `llama3170b`;
+    a test checks that no two catalog names collide under this key.
+    """
+    return "".join(name.strip().lower().replace("-", " ").replace("_", " ").replace(".", " ").split())
 
 
 def _read_text(entry: Traversable, path: str) -> str:
@@ -100,7 +104,11 @@ def _parse(kind: SpecKind, text: str, path: str, expected_id: str | None, data: 
 def load_spec_file(kind: SpecKind, path: str | Path) -> ModelSpec | GpuSpec:
     """Load and validate one spec file given by path; the id must equal the file name."""
     file_path = Path(path)
-    if not file_path.is_file():
+    try:
+        exists = file_path.exists()
+    except (OSError, RuntimeError):
+        exists = True  # let the read below report the loop or the permission problem
+    if not exists:
         raise NotFoundError(f"spec file not found: {path}")
     text = _read_text(file_path, str(path))
     return _parse(kind, text, str(path), file_path.stem)
@@ -138,10 +146,12 @@ def _name_index(kind: SpecKind) -> tuple[_IndexEntry, ...]:
         except (yaml.YAMLError, SpecError):
             data = None
         spec_id = entry.name[: -len(".yaml")]
-        aliases = data.get("aliases") if isinstance(data, dict) else None
         names = [spec_id]
-        if isinstance(aliases, list):
-            names.extend(str(alias) for alias in aliases)
+        if isinstance(data, dict):
+            if isinstance(data.get("aliases"), list):
+                names.extend(str(alias) for alias in data["aliases"])
+            if isinstance(data.get("hf_id"), str):
+                names.append(data["hf_id"])  # a Hugging Face repository id is a name too
         entries.append(_IndexEntry(spec_id, tuple(names)))
     return tuple(entries)
 

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from kvsize.errors import KvsizeError
+from kvsize.errors import InvalidInputError, KvsizeError
 
 EXIT_OK = 0
 EXIT_DOES_NOT_FIT = 1
@@ -61,7 +61,7 @@ ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model id or ali
 ContextOption = Annotated[str, typer.Option("--ctx", "--context", help="Context length per sequence in tokens: 131072, 128k (x1024), 1m (x1048576).")]
 GpuOption = Annotated[Optional[str], typer.Option("--gpu", "-g", help=f"GPU id or alias. Default: {DEFAULT_GPU}.")]
 BatchOption = Annotated[str, typer.Option("--batch", "-b", help="Concurrent sequences, each of --ctx tokens.")]
-KvDtypeOption = Annotated[Optional[str], typer.Option("--kv-cache-dtype", "--kv-dtype", help="KV precision: fp32, fp16, bf16, fp8, int8, int4, nvfp4, mxfp4 or intN (N = 1..16). Default: the model's activation dtype.")]
+KvDtypeOption = Annotated[Optional[str], typer.Option("--kv-cache-dtype", "--kv-dtype", help="KV precision: fp32, fp16, bf16, fp8, int8, int4, nvfp4, mxfp4 or intN (N = 1..16). With estimate --engine, the engine's own cache types, for llama.cpp f16, bf16, f32, q8_0, q4_0, q4_1, q5_0, q5_1 or iq4_nl. Default: the model's activation dtype.")]
 KvGroupOption = Annotated[Optional[str], typer.Option("--kv-group-size", help="Elements per quantization group; adds one fp16 scale per group.")]
 KvZeroPointOption = Annotated[bool, typer.Option("--kv-zero-point", help="Also store one fp16 zero point per group (needs --kv-group-size).")]
 WeightsDtypeOption = Annotated[Optional[str], typer.Option("--weights-dtype", help="Weight precision: fp32, fp16, bf16, fp8, int8, int4, mxfp4, nvfp4. Default: the published checkpoint's.")]
@@ -125,7 +125,7 @@ def estimate(
     kv_zero_point: KvZeroPointOption = False,
     weights_dtype: WeightsDtypeOption = None,
     tensor_parallel_size: TensorParallelOption = "1",
-    gpu_memory_utilization: UtilizationOption = "0.9",
+    gpu_memory_utilization: UtilizationOption = None,
     reserve: ReserveOption = None,
     output_format: FormatOption = None,
     json_output: JsonOption = False,
@@ -147,22 +147,28 @@ def estimate(
     block_size: BlockSizeOption = None,
     mem_fraction_static: MemFractionOption = None,
     free_gpu_memory_fraction: FreeFractionOption = None,
-    pipeline_parallel_size: PipelineParallelOption = "1",
-    data_parallel_size: DataParallelOption = "1",
+    pipeline_parallel_size: PipelineParallelOption = None,
+    data_parallel_size: DataParallelOption = None,
     enable_dp_attention: DpAttentionOption = False,
     kv_cache_memory: KvCacheMemoryOption = None,
     enforce_eager: EnforceEagerOption = False,
 ) -> None:
     """Estimate the KV cache for a model, context and batch, and what fits on a GPU."""
     from kvsize.catalog import load_gpu, load_model
+    from kvsize.engine_options import EngineFlags, reject_engine_options_without_engine
     from kvsize.formats import resolve_format
     from kvsize.options import RequestOptions, apply_architecture_options, build_request
     from kvsize.sizing import estimate as run_estimate
 
     chosen_format = resolve_format(output_format, json_output)
-    if engine is not None:
+    flags = EngineFlags(engine, engine_version, max_model_len, max_num_batched_tokens, max_num_seqs, block_size,
+                        mem_fraction_static, free_gpu_memory_fraction, pipeline_parallel_size,
+                        data_parallel_size, enable_dp_attention, kv_cache_memory, enforce_eager)  # fmt: skip
+    if engine is None:
+        reject_engine_options_without_engine(flags)
+    else:
         from kvsize.cli_engine import print_engine_estimate
-        from kvsize.engine_options import EngineFlags, engine_settings, reject_options_without_engine_meaning
+        from kvsize.engine_options import engine_settings, reject_options_without_engine_meaning
         from kvsize.precision import parse_weight_precision
 
         reject_options_without_engine_meaning({
@@ -173,18 +179,15 @@ def estimate(
             "--cross-layer-share": cross_layer_share, "--sliding-window": sliding_window, "--cpu-offload": cpu_offload,
         })  # fmt: skip
 
-        flags = EngineFlags(engine, engine_version, max_model_len, max_num_batched_tokens, max_num_seqs, block_size,
-                            mem_fraction_static, free_gpu_memory_fraction, pipeline_parallel_size,
-                            data_parallel_size, enable_dp_attention, kv_cache_memory, enforce_eager)  # fmt: skip
         settings = engine_settings(flags, ctx, batch, kv_cache_dtype, tensor_parallel_size, gpu_memory_utilization)
-        weights = parse_weight_precision(weights_dtype) if weights_dtype else None
+        weights = parse_weight_precision(weights_dtype) if weights_dtype is not None else None
         print_engine_estimate(load_model(model), load_gpu(DEFAULT_GPU if gpu is None else gpu), settings, weights, chosen_format)
         return
     techniques = technique_options(kv_quant_axis, kv_outlier_fraction, kv_keep_ratio, kv_token_budget, kv_keep_recent,
                                    kv_heads, cross_layer_share, sliding_window, sliding_window_layers, cpu_offload)  # fmt: skip
     request = build_request(
-        RequestOptions(ctx, batch, kv_cache_dtype, kv_group_size, kv_zero_point, weights_dtype,
-                       tensor_parallel_size, gpu_memory_utilization, reserve, techniques)  # fmt: skip
+        RequestOptions(ctx, batch, kv_cache_dtype, kv_group_size, kv_zero_point, weights_dtype, tensor_parallel_size,
+                       "0.9" if gpu_memory_utilization is None else gpu_memory_utilization, reserve, techniques)  # fmt: skip
     )
     model_spec = apply_architecture_options(load_model(model), techniques)
     gpu_spec = load_gpu(DEFAULT_GPU if gpu is None else gpu)
@@ -241,9 +244,16 @@ def run(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` and return the exit code, printing user errors as one line."""
     arguments = sys.argv[1:] if argv is None else list(argv)
     try:
-        result = _app_for(arguments)(args=arguments, prog_name="kvsize", standalone_mode=False)
+        import typer.main
+
+        target = _app_for(arguments)
+        # Built once here and run directly, as Typer's own __call__ would build it again.
+        command = typer.main.get_command(target)
+        _reject_repeated_options(command, target, arguments)
+        result = command(args=arguments, prog_name="kvsize", standalone_mode=False)
     except KvsizeError as error:
-        print(f"error: {error}", file=sys.stderr)
+        # One line, whatever a library put in the message.
+        print("error: " + " ".join(str(error).split()), file=sys.stderr)
         return error.exit_code
     except BrokenPipeError:
         _silence_broken_pipe()
@@ -314,6 +324,38 @@ def _app_for(arguments: list[str]) -> typer.Typer:
     single.registered_callback = app.registered_callback
     single.registered_commands = [info for info in app.registered_commands if _registered_name(info) == name]
     return single
+
+
+def _reject_repeated_options(group, target: typer.Typer, arguments: list[str]) -> None:
+    """Reject a single-valued option given twice, which Typer would settle silently by keeping the last.
+
+    `check --ctx 128k ... --ctx 8k` must not gate on 8k without a word.
+    Options that take lists (compare's --model, --ctx, ...) and flags may repeat.
+    """
+    name = _command_name(arguments)
+    if not name or target is app:
+        return
+    command = getattr(group, "commands", {}).get(name)
+    if command is None:
+        return
+    canonical: dict[str, str] = {}
+    for param in command.params:
+        if getattr(param, "multiple", False) or getattr(param, "is_flag", False) or not hasattr(param, "opts"):
+            continue
+        for spelling in (*param.opts, *param.secondary_opts):
+            canonical[spelling] = param.opts[0]
+    seen: dict[str, str] = {}
+    for part in arguments[arguments.index(name) + 1:]:
+        if part == "--":
+            break
+        spelling = part.split("=", 1)[0]
+        option = canonical.get(spelling)
+        if option is None:
+            continue
+        if option in seen:
+            spellings = f" (as {seen[option]} and {spelling})" if seen[option] != spelling else ""
+            raise InvalidInputError(f"{option} was given more than once{spellings}; give it once")
+        seen[option] = spelling
 
 
 def _silence_broken_pipe() -> None:

@@ -123,6 +123,9 @@ def models(
     rows = []
     specs, warnings = catalog_with_user_specs("models")
     print_warnings(warnings)
+    families = sorted({spec.family for spec in specs})
+    if family is not None and family.strip().lower() not in families:
+        raise InvalidInputError(f"invalid value for --family: {family!r}; the catalog has {', '.join(families)}")
     for spec in specs:
         if family is not None and spec.family != family.strip().lower():
             continue
@@ -162,6 +165,11 @@ def gpus(
     chosen_format = resolve_format(output_format, json_output)
     specs, warnings = catalog_with_user_specs("gpus")
     print_warnings(warnings)
+    vendors = sorted({spec.vendor for spec in specs})
+    if vendor is not None and vendor.strip().lower() not in vendors:
+        from kvsize.errors import InvalidInputError
+
+        raise InvalidInputError(f"invalid value for --vendor: {vendor!r}; the catalog has {', '.join(vendors)}")
     rows = [
         gpu_summary(spec)
         for spec in specs
@@ -185,11 +193,26 @@ def show(
     json_output: JsonOption = False,
 ) -> None:
     """Print one model or GPU spec in full, with its sources and the file it came from."""
-    from kvsize.catalog import load_gpu, load_model
-    from kvsize.errors import NotFoundError
-    from kvsize.formats import resolve_format, to_json
+    from pathlib import Path
+
+    from kvsize.catalog import load_gpu
+    from kvsize.cli import _spec_kind
+    from kvsize.formats import resolve_format
 
     chosen_format = resolve_format(output_format, json_output)
+
+    if name.endswith((".yaml", ".yml")) and Path(name).is_file() and _spec_kind(Path(name)) == "gpus":
+        spec = load_gpu(name)
+        summary = gpu_summary(spec)
+    else:
+        spec, summary = _load_model_or_gpu(name)
+    _show(spec, summary, chosen_format)
+
+
+def _load_model_or_gpu(name: str):
+    from kvsize.catalog import load_gpu, load_model
+    from kvsize.errors import NotFoundError
+
     try:
         spec = load_model(name)
         summary = model_summary(spec)
@@ -204,6 +227,11 @@ def show(
             raise NotFoundError(f"no model or GPU named {name!r}; run 'kvsize models' or 'kvsize gpus' "
                                 "to list the catalog") from None  # fmt: skip
         summary = gpu_summary(spec)
+    return spec, summary
+
+
+def _show(spec, summary, chosen_format: str) -> None:
+    from kvsize.formats import to_json
 
     details = dict(summary)
     details["source"] = list(spec.source)

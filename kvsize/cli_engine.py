@@ -19,16 +19,24 @@ from kvsize.errors import InvalidInputError
 
 def _read_log(file: str) -> str:
     if file == "-":
-        return sys.stdin.read()
+        text = sys.stdin.read()
+        if not text.strip():
+            raise InvalidInputError("empty log on stdin: pipe a startup log into 'kvsize log -'")
+        return text
     from pathlib import Path
 
     path = Path(file)
+    if path.is_dir():
+        raise InvalidInputError(f"{file} is a folder; give a log file, or '-' to read stdin")
     if not path.is_file():
         raise InvalidInputError(f"log file not found: {file}")
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
+        text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as error:
         raise InvalidInputError(f"cannot read log file {file}: {error.strerror}") from None
+    if not text.strip():
+        raise InvalidInputError(f"empty log file: {file}")
+    return text
 
 
 @app.command("log")
@@ -54,13 +62,16 @@ def log_command(
     gpu_spec = load_gpu(DEFAULT_GPU if gpu is None else gpu)
     comparison = compare_log(facts, model_spec, gpu_spec, gpu_is_known=gpu is not None)
 
+    for note in comparison.notes:
+        print(f"note: {note}", file=sys.stderr)
     if chosen_format != "table":
         from kvsize.report_engine import render_log_comparison
 
-        print(render_log_comparison(comparison, model_spec.id, gpu_spec.id, chosen_format), end="")
+        gpu_id = gpu_spec.id if gpu is not None else None
+        print(render_log_comparison(comparison, model_spec.id, gpu_id, chosen_format), end="")
         return
 
-    from kvsize.render_engine import log_table
+    from kvsize.render_engine import log_table, log_title, print_titled_table
 
     if gpu is not None:
         gpu_name = gpu_spec.name
@@ -68,27 +79,33 @@ def log_command(
         gpu_name = f"a GPU of {facts.total_gpu_memory.bytes / 2**30:.2f} GiB"
     else:
         gpu_name = "an unnamed GPU"
-    _stdout_console().print(log_table(comparison, model_spec.name, gpu_name))
+    title = log_title(comparison, model_spec.name, gpu_name)
     if comparison.rows:
-        print("agrees: token pools within one block plus the blocks hidden by the rounding of the printed memory; "
-              "available KV memory within 5%")  # fmt: skip
+        print_titled_table(_stdout_console(), title, log_table(comparison))
     else:
-        print("no printed figure could be checked: the log prints no KV memory or cache size")
-    for note in comparison.notes:
-        print(f"note: {note}", file=sys.stderr)
+        print(title)
+    if comparison.unchecked_reason is not None:
+        print(f"no printed figure could be checked: {comparison.unchecked_reason}")
+    else:
+        print("agrees: token pools from the printed KV memory within one block plus the blocks hidden by its "
+              "rounding; the available KV memory, and pools of a log that prints none, within 5%")  # fmt: skip
 
 def print_engine_estimate(model_spec, gpu_spec, settings, weight_precision, output_format: str) -> None:  # type: ignore[no-untyped-def]
     """Run an engine profile for `kvsize estimate --engine` and print it in `output_format`."""
     from kvsize.engines import estimate_engine
 
+    if settings.engine == "vllm":
+        from kvsize.engines.vllm import check_scheduler_limits
+
+        check_scheduler_limits(gpu_spec, settings)
     result = estimate_engine(model_spec, gpu_spec, settings, weight_precision)
-    for warning in dict.fromkeys(result.base.warnings):
+    for warning in dict.fromkeys(result.base.warnings + result.warnings):
         print(f"warning: {warning}", file=sys.stderr)
     if output_format != "table":
         from kvsize.report_engine import render_engine_estimate
 
         print(render_engine_estimate(result, output_format), end="")
         return
-    from kvsize.render_engine import engine_table
+    from kvsize.render_engine import engine_table, engine_title, print_titled_table
 
-    _stdout_console().print(engine_table(result))
+    print_titled_table(_stdout_console(), engine_title(result), engine_table(result))

@@ -83,6 +83,9 @@ class LogFacts:
     concurrency_tokens: int | None = None
     swa_cells: int | None = None
     lines: list[str] = field(default_factory=list)
+    # Engine startups in the log; only the last one is read, from line `startup_line` (1-based).
+    startups: int = 1
+    startup_line: int = 1
 
 
 def _number(text: str) -> int:
@@ -186,6 +189,39 @@ _PATTERNS = {
     "trtllm": [(re.compile(regex), name) for regex, name in _TRTLLM_PATTERNS],
     "llama.cpp": [(re.compile(regex), name) for regex, name in _LLAMACPP_PATTERNS],
 }
+
+
+# Lines each engine prints once per startup, most specific first. A log is cut
+# at the first kind found in it (vLLM's API-server line, else its engine line),
+# so one startup's lines are never read together with another's.
+_STARTUP_MARKERS = {
+    "vllm": [re.compile(r"vLLM API server version"), re.compile(r"Initializing an? (?:V1 )?LLM engine")],
+    "sglang": [re.compile(r"server_args=ServerArgs\(")],
+    "trtllm": [re.compile(r"TensorRT-LLM version: ")],
+    "llama.cpp": [re.compile(r"(?:^|\s)build: \d+ \("), re.compile(r"llama_model_loader: loaded meta data")],
+}
+
+
+def startup_starts(lines: list[str], engine: str) -> list[int]:
+    """Return the index of the first line of every engine startup in `lines`.
+
+    A marker line opens a new startup only once the current one has printed a
+    line kvsize reads, so the marker each rank of a multi-GPU server prints
+    (TensorRT-LLM's version line under MPI) does not split one startup.
+    """
+    markers = next((kind for kind in _STARTUP_MARKERS[engine] if any(kind.search(line) for line in lines)), None)
+    if markers is None:
+        return [0]
+    starts = [0]
+    read_since_start = False
+    for index, line in enumerate(lines):
+        if markers.search(line):
+            if read_since_start:
+                starts.append(index)
+                read_since_start = False
+        elif any(pattern.search(line) for pattern, _ in _PATTERNS[engine]):
+            read_since_start = True
+    return starts
 
 
 def detect_engine(text: str) -> str | None:
@@ -314,12 +350,16 @@ def parse_log(text: str, engine: str | None = None) -> LogFacts:
     Raises InvalidInputError when the engine is not recognised or the log
     contains no KV-cache figure.
     """
+    if not text.strip():
+        raise InvalidInputError("the log is empty")
     detected = engine or detect_engine(text)
     if detected is None:
         raise InvalidInputError("the log matches no known engine (vLLM, SGLang, TensorRT-LLM, llama.cpp); "
                                 "pass --engine to name it")  # fmt: skip
-    facts = LogFacts(engine=detected)
-    for line in text.splitlines():
+    lines = text.splitlines()
+    starts = startup_starts(lines, detected)
+    facts = LogFacts(engine=detected, startups=len(starts), startup_line=starts[-1] + 1)
+    for line in lines[starts[-1]:]:
         matched = False
         for pattern, name in _PATTERNS[detected]:
             for match in pattern.finditer(line):
@@ -329,7 +369,11 @@ def parse_log(text: str, engine: str | None = None) -> LogFacts:
             facts.lines.append(line.strip())
     printed = (facts.kv_cache_tokens, facts.gpu_blocks, facts.available_kv_memory, facts.kv_size)
     if all(value is None for value in printed):
-        raise InvalidInputError(f"no KV-cache figure found in the {detected} log: expected a line such as "
+        where = f"the {detected} log"
+        if facts.startups > 1:
+            where = (f"the last of the {facts.startups} {detected} startups in the log (from line {facts.startup_line}), "
+                     "which may have stopped before allocating the cache,")  # fmt: skip
+        raise InvalidInputError(f"no KV-cache figure found in {where}: expected a line such as "
                                 f"{_EXAMPLE_LINES[detected]!r}")  # fmt: skip
     return facts
 
@@ -354,8 +398,12 @@ class ComparisonRow:
     printed: float
     predicted: float
     unit: str
-    tolerance: float | None  # None for a term shown for information, not judged
+    tolerance: float | None  # None for a figure shown for information, not judged
     basis: str
+    # "check" for a prediction judged against the print, "term" for kvsize's
+    # estimate of one budget term, "restated" for a figure kvsize worked out
+    # from other printed figures rather than predicted.
+    kind: str = "check"
 
     @property
     def difference(self) -> float:
@@ -381,6 +429,11 @@ class LogComparison:
     pool_estimate: EngineEstimate | None
     budget_estimate: EngineEstimate | None
     notes: tuple[str, ...]
+    unchecked_reason: str | None = None  # why no printed figure could be checked, when none could
+
+    @property
+    def checked_rows(self) -> tuple[ComparisonRow, ...]:
+        return tuple(row for row in self.rows if row.tolerance is not None)
 
 
 def settings_from_log(facts: LogFacts, context_tokens: int | None = None) -> EngineSettings:
@@ -449,18 +502,21 @@ def compare_log(facts: LogFacts, model: ModelSpec, gpu: GpuSpec, settings: Engin
 
     The token pool is predicted from the KV memory the log printed, so it
     tests the engine's block and page rules alone. Its tolerance is one block
-    plus the blocks hidden by the rounding of the printed memory. Where the
-    log printed the weights, the available KV memory is predicted as well,
-    from the weights and settings, with kvsize's overhead estimates. That
-    needs the GPU's total memory, printed in the log or known (`gpu_is_known`).
+    plus the blocks hidden by the rounding of the printed memory. The
+    available KV memory is predicted from the weights (printed, else kvsize's
+    estimate) and the settings, with kvsize's overhead estimates, within 5%.
+    That needs the GPU's total memory, printed in the log or known
+    (`gpu_is_known`). A log that prints a pool but no KV memory gets its pool
+    checked against that budget prediction, within 5%.
     """
     from kvsize.engines import estimate_engine
 
     settings = settings or settings_from_log(facts)
     rows: list[ComparisonRow] = []
     notes: list[str] = []
-    pool_estimate = None
-    pool_memory = printed_pool_memory(facts)
+    if facts.startups > 1:
+        notes.append(f"the log holds {facts.startups} engine startups; kvsize read the last one, from line "
+                     f"{facts.startup_line}, and ignored the earlier ones")  # fmt: skip
 
     if facts.engine == "llama.cpp":
         pool_estimate = estimate_engine(model, gpu, settings)
@@ -475,60 +531,170 @@ def compare_log(facts: LogFacts, model: ModelSpec, gpu: GpuSpec, settings: Engin
                                       "window x sequences + n_ubatch, padded"))  # fmt: skip
         return LogComparison(facts, tuple(rows), pool_estimate, None, tuple(notes))
 
+    pool_memory = printed_pool_memory(facts)
+    pool_estimate = None
+    pool_rows: list[ComparisonRow] = []
     if pool_memory is not None:
-        pool_estimate = estimate_engine(model, gpu, _pool_settings(facts, settings, pool_memory.bytes))
-        low_memory = max(0, pool_memory.bytes - pool_memory.half_step_bytes)
-        low = estimate_engine(model, gpu, _pool_settings(facts, settings, low_memory))
-        high = estimate_engine(model, gpu, _pool_settings(facts, settings, pool_memory.bytes + pool_memory.half_step_bytes))
-        rounding = max(high.kv_cache_tokens - pool_estimate.kv_cache_tokens, pool_estimate.kv_cache_tokens - low.kv_cache_tokens)
-        basis = "from the printed KV memory"
-        if facts.kv_cache_tokens is not None:
-            rows.append(ComparisonRow("KV cache tokens", facts.kv_cache_tokens, pool_estimate.kv_cache_tokens, "tokens",
-                                      rounding + pool_estimate.block_size, basis))  # fmt: skip
-        if facts.gpu_blocks is not None and pool_estimate.num_gpu_blocks is not None:
-            block_rounding = max(high.num_gpu_blocks or 0, 0) - (low.num_gpu_blocks or 0)
-            rows.append(ComparisonRow("GPU blocks", facts.gpu_blocks, pool_estimate.num_gpu_blocks, "blocks",
-                                      block_rounding + 1, basis))  # fmt: skip
-        if facts.max_concurrency is not None:
-            spread = max(abs(high.max_concurrency - pool_estimate.max_concurrency),
-                         abs(pool_estimate.max_concurrency - low.max_concurrency))  # fmt: skip
-            one_block = pool_estimate.max_concurrency / max(1, pool_estimate.num_gpu_blocks or pool_estimate.kv_cache_tokens)
-            rows.append(ComparisonRow("max concurrency", float(facts.max_concurrency), pool_estimate.max_concurrency, "x",
-                                      spread + one_block + 0.005, basis))  # fmt: skip
+        pool_estimate, pool_rows = _pool_rows(facts, model, gpu, settings, pool_memory)
+        rows.extend(pool_rows)
+        if not pool_rows:
+            notes.append(f"the log prints no token pool, blocks or concurrency; from the printed "
+                         f"{pool_memory.bytes / GiB:.2f} GiB kvsize predicts {_pool_summary(pool_estimate)}")  # fmt: skip
     if facts.cpu_blocks is not None and pool_estimate is not None and pool_estimate.num_cpu_blocks is not None:
         rows.append(ComparisonRow("CPU blocks", facts.cpu_blocks, pool_estimate.num_cpu_blocks, "blocks", 0,
                                   "4 GiB swap / block bytes: checks the bytes per token"))  # fmt: skip
 
     budget_estimate = None
-    budget_possible = gpu_is_known or facts.total_gpu_memory is not None or facts.free_before_weights is not None
-    if facts.weights is not None and facts.engine != "trtllm" and not budget_possible:
+    gpu_memory_known = gpu_is_known or facts.total_gpu_memory is not None
+    budget_possible = gpu_memory_known or (facts.weights is not None and facts.free_before_weights is not None)
+    if facts.engine != "trtllm" and budget_possible:
+        budget_estimate, budget_rows = _budget_rows(facts, model, gpu, settings, gpu_is_known, pool_memory)
+        rows.extend(budget_rows)
+    elif facts.weights is not None and facts.engine != "trtllm" and pool_memory is not None and pool_rows:
         notes.append("the log prints the weights but not the GPU's memory; pass --gpu to predict the available memory")
-    if facts.weights is not None and facts.engine != "trtllm" and budget_possible:
-        budget_settings = replace(settings, weights_bytes_per_gpu=facts.weights.bytes)
-        if facts.total_gpu_memory is not None:
-            budget_settings = replace(budget_settings, gpu_memory_bytes=facts.total_gpu_memory.bytes)
-        if facts.engine == "sglang" and facts.free_before_weights is not None and not gpu_is_known:
-            # With no GPU spec, SGLang's printed free memory replaces the GPU's total.
-            budget_settings = replace(budget_settings, free_memory_before_weights_bytes=facts.free_before_weights.bytes)
-        budget_estimate = estimate_engine(model, gpu, budget_settings)
-        terms = {term.name: term.bytes for term in budget_estimate.budget_terms}
-        for figure, printed_term, term_name in (("activation peak", facts.activation_peak, "activation peak"),
-                                                ("non-torch memory", facts.non_torch_memory, "non-torch memory"),
-                                                ("CUDA graph memory", facts.cuda_graph_memory, "CUDA graphs")):  # fmt: skip
-            if printed_term is not None and term_name in terms:
-                rows.append(ComparisonRow(figure, printed_term.bytes / GiB, terms[term_name] / GiB, "GiB", None,
-                                          "kvsize's estimate of this term"))  # fmt: skip
-        printed = printed_pool_memory(facts)
-        if printed is not None:
-            predicted = budget_estimate.kv_cache_memory_bytes / GiB
-            rows.append(ComparisonRow("available KV memory", printed.bytes / GiB, predicted, "GiB",
-                                      abs(printed.bytes) * 0.05 / GiB, "from the printed weights and settings"))  # fmt: skip
     if facts.engine == "trtllm" and facts.available_kv_memory is not None and facts.kv_size is not None \
             and pool_estimate is not None:  # fmt: skip
         predicted = pool_estimate.kv_cache_memory_bytes / GiB
         rows.append(ComparisonRow("KV cache memory", facts.kv_size.bytes / GiB, predicted, "GiB",
                                   facts.kv_size.half_step_bytes / GiB + 0.005, "fraction x printed free memory"))  # fmt: skip
-    return LogComparison(facts, tuple(rows), pool_estimate, budget_estimate, tuple(notes))
+
+    if not gpu_is_known and facts.engine == "vllm":
+        assumed = _assumed_vllm_defaults(facts, model, budget_estimate is not None)
+        if assumed:
+            notes.append(f"without --gpu, kvsize takes vLLM's defaults on {gpu.name} for {' and '.join(assumed)}, "
+                         "which the log does not print")  # fmt: skip
+    comparison = LogComparison(facts, tuple(rows), pool_estimate, budget_estimate, tuple(notes))
+    if not comparison.checked_rows:
+        comparison = replace(comparison, unchecked_reason=_unchecked_reason(facts, pool_memory, gpu_memory_known))
+    return comparison
+
+
+def _pool_rows(facts: LogFacts, model: ModelSpec, gpu: GpuSpec, settings: EngineSettings,
+               pool_memory: PrintedSize) -> tuple[EngineEstimate, list[ComparisonRow]]:  # fmt: skip
+    """Predict the pool from the printed KV memory and pair it with each pool figure the log printed."""
+    from kvsize.engines import estimate_engine
+
+    pool_estimate = estimate_engine(model, gpu, _pool_settings(facts, settings, pool_memory.bytes))
+    low_memory = max(0, pool_memory.bytes - pool_memory.half_step_bytes)
+    low = estimate_engine(model, gpu, _pool_settings(facts, settings, low_memory))
+    high = estimate_engine(model, gpu, _pool_settings(facts, settings, pool_memory.bytes + pool_memory.half_step_bytes))
+    rounding = max(high.kv_cache_tokens - pool_estimate.kv_cache_tokens, pool_estimate.kv_cache_tokens - low.kv_cache_tokens)
+    basis = "from the printed KV memory"
+    rows = []
+    if facts.kv_cache_tokens is not None:
+        rows.append(ComparisonRow("KV cache tokens", facts.kv_cache_tokens, pool_estimate.kv_cache_tokens, "tokens",
+                                  rounding + pool_estimate.block_size, basis))  # fmt: skip
+    if facts.gpu_blocks is not None and pool_estimate.num_gpu_blocks is not None:
+        block_rounding = max(high.num_gpu_blocks or 0, 0) - (low.num_gpu_blocks or 0)
+        rows.append(ComparisonRow("GPU blocks", facts.gpu_blocks, pool_estimate.num_gpu_blocks, "blocks",
+                                  block_rounding + 1, basis))  # fmt: skip
+    if facts.max_concurrency is not None:
+        spread = max(abs(high.max_concurrency - pool_estimate.max_concurrency),
+                     abs(pool_estimate.max_concurrency - low.max_concurrency))  # fmt: skip
+        one_block = pool_estimate.max_concurrency / max(1, pool_estimate.num_gpu_blocks or pool_estimate.kv_cache_tokens)
+        rows.append(ComparisonRow("max concurrency", float(facts.max_concurrency), pool_estimate.max_concurrency, "x",
+                                  spread + one_block + 0.005, basis))  # fmt: skip
+    return pool_estimate, rows
+
+
+def _budget_rows(facts: LogFacts, model: ModelSpec, gpu: GpuSpec, settings: EngineSettings, gpu_is_known: bool,
+                 pool_memory: PrintedSize | None) -> tuple[EngineEstimate, list[ComparisonRow]]:  # fmt: skip
+    """Predict the available KV memory from the weights and settings, and pair it with what the log printed.
+
+    Without a printed KV memory, the pool kvsize cuts from its predicted
+    memory is paired with the printed pool instead.
+    """
+    from kvsize.engines import estimate_engine
+
+    budget_settings = settings
+    weights_origin = "kvsize's weights estimate"
+    if facts.weights is not None:
+        budget_settings = replace(budget_settings, weights_bytes_per_gpu=facts.weights.bytes)
+        weights_origin = "the printed weights"
+    if facts.total_gpu_memory is not None:
+        budget_settings = replace(budget_settings, gpu_memory_bytes=facts.total_gpu_memory.bytes)
+    restated = False
+    if facts.engine == "sglang" and facts.free_before_weights is not None and not gpu_is_known:
+        # With no GPU spec, SGLang's printed free memory replaces the GPU's total. The
+        # prediction then repeats the printed free-memory arithmetic, so it is not judged.
+        budget_settings = replace(budget_settings, free_memory_before_weights_bytes=facts.free_before_weights.bytes)
+        restated = facts.weights is not None
+    budget_estimate = estimate_engine(model, gpu, budget_settings)
+
+    rows = []
+    terms = {term.name: term.bytes for term in budget_estimate.budget_terms}
+    for figure, printed_term, term_name in (("activation peak", facts.activation_peak, "activation peak"),
+                                            ("non-torch memory", facts.non_torch_memory, "non-torch memory"),
+                                            ("CUDA graph memory", facts.cuda_graph_memory, "CUDA graphs")):  # fmt: skip
+        if printed_term is not None and term_name in terms:
+            rows.append(ComparisonRow(figure, printed_term.bytes / GiB, terms[term_name] / GiB, "GiB", None,
+                                      "kvsize's estimate of this term", kind="term"))  # fmt: skip
+    predicted = budget_estimate.kv_cache_memory_bytes / GiB
+    if pool_memory is not None and restated:
+        rows.append(ComparisonRow("available KV memory", pool_memory.bytes / GiB, predicted, "GiB", None,
+                                  "restated from the printed free memory and weights, not predicted; "
+                                  "pass --gpu for kvsize's own prediction", kind="restated"))  # fmt: skip
+    elif pool_memory is not None:
+        rows.append(ComparisonRow("available KV memory", pool_memory.bytes / GiB, predicted, "GiB",
+                                  abs(pool_memory.bytes) * 0.05 / GiB, f"from {weights_origin} and the settings"))  # fmt: skip
+    else:
+        # No KV memory printed: check the printed pool against the pool of the predicted memory.
+        basis = f"from kvsize's budget estimate ({weights_origin}); the log prints no KV memory"
+        if facts.kv_cache_tokens is not None:
+            rows.append(ComparisonRow("KV cache tokens", facts.kv_cache_tokens, budget_estimate.kv_cache_tokens,
+                                      "tokens", facts.kv_cache_tokens * 0.05 + budget_estimate.block_size, basis))  # fmt: skip
+        if facts.gpu_blocks is not None and budget_estimate.num_gpu_blocks is not None:
+            rows.append(ComparisonRow("GPU blocks", facts.gpu_blocks, budget_estimate.num_gpu_blocks, "blocks",
+                                      facts.gpu_blocks * 0.05 + 1, basis))  # fmt: skip
+        if facts.max_concurrency is not None:
+            rows.append(ComparisonRow("max concurrency", float(facts.max_concurrency), budget_estimate.max_concurrency,
+                                      "x", float(facts.max_concurrency) * 0.05 + 0.005, basis))  # fmt: skip
+    return budget_estimate, rows
+
+
+def _pool_summary(estimate: EngineEstimate) -> str:
+    parts = [f"{estimate.kv_cache_tokens:,} tokens"]
+    if estimate.num_gpu_blocks is not None:
+        parts.append(f"{estimate.num_gpu_blocks:,} blocks")
+    parts.append(f"{estimate.max_concurrency:.2f}x at {estimate.max_model_len:,} tokens per request")
+    return ", ".join(parts)
+
+
+def _assumed_vllm_defaults(facts: LogFacts, model: ModelSpec, budget_predicted: bool) -> list[str]:
+    """Name the vLLM defaults that depend on the GPU and that the log leaves to kvsize."""
+    from kvsize.layers import LatentAttention
+
+    assumed = []
+    if facts.block_size is None and any(isinstance(layer, LatentAttention) for layer in model.layers):
+        assumed.append("the MLA block size")
+    if facts.vllm_v0:
+        # V0's scheduler defaults depend on max_model_len alone.
+        return assumed
+    windowed = any(getattr(layer, "sliding_window", None) or getattr(layer, "attention_chunk_size", None)
+                   for layer in model.layers)  # fmt: skip
+    if facts.max_num_batched_tokens is None and (windowed or budget_predicted):
+        assumed.append("max_num_batched_tokens")
+    if facts.max_num_seqs is None and budget_predicted:
+        assumed.append("max_num_seqs")
+    return assumed
+
+
+def _unchecked_reason(facts: LogFacts, pool_memory: PrintedSize | None, gpu_memory_known: bool) -> str:
+    """Say why no printed figure could be checked, naming what the log does print."""
+    pool_printed = any(value is not None for value in (facts.kv_cache_tokens, facts.gpu_blocks, facts.max_concurrency))
+    if facts.engine == "trtllm":
+        if pool_memory is not None:
+            return ("the log prints the KV memory but not the blocks or tokens it became, and kvsize does not "
+                    "predict TensorRT-LLM's free memory")  # fmt: skip
+        return "the log prints the pool but not the free memory it was cut from"
+    if pool_memory is not None and not gpu_memory_known:
+        return (f"the log prints the KV memory ({pool_memory.bytes / GiB:.2f} GiB) but no token pool, blocks or "
+                "concurrency to check against it, and not the GPU's memory to predict it from; pass --gpu "
+                "to predict the KV memory")  # fmt: skip
+    if pool_printed and not gpu_memory_known:
+        return ("the log prints the pool but not the KV memory behind it or the GPU's memory; "
+                "pass --gpu to predict the pool from kvsize's budget estimate")  # fmt: skip
+    return "the log prints no figure kvsize can predict independently"
 
 
 _MODEL_NAME_SUFFIXES = {"instruct", "chat", "it", "hf", "gguf", "fp8", "awq", "gptq", "base"}

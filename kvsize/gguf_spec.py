@@ -29,6 +29,9 @@ _LLAMA4_PERIOD = 4
 # Architectures whose recurrent layers hold a Mamba-1 state (conv + SSM).
 _MAMBA1_ARCHITECTURES = {"mamba", "jamba"}
 
+# Encoder-only architectures keep no KV cache during generation.
+_ENCODER_ARCHITECTURES = {"bert", "nomic-bert", "jina-bert-v2", "t5encoder", "roberta", "xlm-roberta"}
+
 # general.file_type values (llama.cpp's llama_ftype) and the weight format
 # kvsize records for them. The weights size itself comes from the tensor
 # table, so this name only labels the file and sets the default KV dtype.
@@ -44,6 +47,9 @@ class _Metadata:
         architecture = fields.get("general.architecture")
         if not isinstance(architecture, str) or not architecture:
             raise SpecError(f"{display}: missing GGUF key 'general.architecture'")
+        if architecture in _ENCODER_ARCHITECTURES:
+            raise SpecError(f"{display}: architecture {architecture!r} is an encoder without a KV cache; "
+                            "kvsize sizes decoder models")  # fmt: skip
         self.arch = architecture
 
     def key(self, suffix: str) -> str:
@@ -176,6 +182,10 @@ def _layers(meta: _Metadata, num_layers: int, max_positions: int, notes: list[st
     kv_heads = meta.per_layer("attention.head_count_kv", num_layers, default=query_heads)
     embedding = meta.integer("embedding_length")
     default_head_dim = embedding // query_heads if query_heads else None
+    has_lengths = meta.fields.get(meta.key("attention.key_length")) is not None
+    if query_heads and embedding % query_heads and not has_lengths:
+        raise SpecError(f"{meta.display}: embedding_length {embedding} is not a multiple of the {query_heads} "
+                        "attention heads and the file gives no attention.key_length; the head size is unknown")  # fmt: skip
     key_length = meta.integer("attention.key_length", default=default_head_dim)
     value_length = meta.integer("attention.value_length", default=default_head_dim)
 

@@ -151,10 +151,20 @@ def read_json_object(path: Path, display: str) -> dict[str, Any]:
         raise SpecError(f"{display}: not valid UTF-8 text (byte {error.start})") from None
     except OSError as error:
         raise SpecError(f"{display}: cannot read the file: {error.strerror}") from None
+    def reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in seen:
+                raise SpecError(f"{display}: duplicate key {key!r}; a config must give each field once")
+            seen[key] = value
+        return seen
+
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=reject_duplicates)
     except json.JSONDecodeError as error:
         raise SpecError(f"{display}:{error.lineno}: invalid JSON: {error.msg} (column {error.colno})") from None
+    except RecursionError:
+        raise SpecError(f"{display}: invalid JSON: nested too deeply to be a model config") from None
     if not isinstance(data, dict):
         raise SpecError(f"{display}: expected a JSON object, found {type(data).__name__}")
     return data

@@ -28,14 +28,29 @@ def parse_positive_int(text: str, option: str) -> int:
     return value
 
 
-def parse_fraction(text: str, option: str) -> Decimal:
-    """Parse a number in (0, 1], rejecting NaN and infinities."""
+# Ratios below 1e-12 are typos; an exponent such as 1e-999999999 would also
+# make an exact fraction with a billion-digit denominator.
+MIN_RATIO = Decimal("1e-12")
+
+
+def _decimal(text: str, option: str, expected: str) -> Decimal:
+    """Parse a plain decimal number written in ASCII (Decimal alone also accepts other scripts' digits)."""
+    cleaned = text.strip()
     try:
-        value = Decimal(text.strip())
+        if not cleaned.isascii():
+            raise InvalidOperation
+        return Decimal(cleaned)
     except InvalidOperation:
-        raise InvalidInputError(f"invalid value for {option}: {text!r}; expected a number in (0, 1], e.g. 0.9") from None
+        raise InvalidInputError(f"invalid value for {option}: {text!r}; expected {expected}") from None
+
+
+def parse_fraction(text: str, option: str) -> Decimal:
+    """Parse a number in (0, 1], rejecting NaN, infinities and values below 1e-12."""
+    value = _decimal(text, option, "a number in (0, 1], e.g. 0.9")
     if not value.is_finite() or not 0 < value <= 1:
         raise InvalidInputError(f"invalid value for {option}: {text!r}; it must be greater than 0 and at most 1")
+    if value < MIN_RATIO:
+        raise InvalidInputError(f"invalid value for {option}: {text!r}; it must be at least 1e-12")
     return value
 
 
@@ -89,12 +104,11 @@ def parse_ratio(text: str, option: str, allow_zero: bool = False) -> Fraction:
     """Parse a ratio exactly (0.2 gives 1/5): in (0, 1], or in [0, 1) with `allow_zero`."""
     if not allow_zero:
         return Fraction(parse_fraction(text, option))
-    try:
-        value = Decimal(text.strip())
-    except InvalidOperation:
-        raise InvalidInputError(f"invalid value for {option}: {text!r}; expected a number from 0 to below 1") from None
+    value = _decimal(text, option, "a number from 0 to below 1")
     if not value.is_finite() or not 0 <= value < 1:
         raise InvalidInputError(f"invalid value for {option}: {text!r}; it must be at least 0 and below 1")
+    if 0 < value < MIN_RATIO:
+        raise InvalidInputError(f"invalid value for {option}: {text!r}; it must be 0 or at least 1e-12")
     return Fraction(value)
 
 

@@ -27,6 +27,10 @@ from kvsize.units import format_bytes
 # model's heads allow are tried too (see plan_sizes).
 PLAN_TENSOR_PARALLEL_SIZES = (1, 2, 4, 8, 16, 32)
 
+# A compare over the whole catalog with 3 contexts and 3 dtypes is about 16,000
+# rows; ten times that is a typo and would take minutes and gigabytes.
+MAX_COMPARE_ROWS = 200_000
+
 
 # ---------------------------------------------------------------------------
 # compare
@@ -50,6 +54,11 @@ def compare(
     tensor-parallel size the model's heads do not allow, has no estimate: it
     is described in `skipped` instead, and raised when nothing else is left.
     """
+    combinations = (len(models) * len(gpus) * len(context_tokens) * len(batch_sizes) * len(kv_precisions)
+                    * len(weight_precisions) * len(tensor_parallel_sizes))  # fmt: skip
+    if combinations > MAX_COMPARE_ROWS:
+        raise InvalidInputError(f"compare would size {combinations:,} combinations, more than {MAX_COMPARE_ROWS:,}; "
+                                "give fewer values per option")  # fmt: skip
     rows = []
     problems = []
     for model, gpu, context, batch, kv, weights, tp in product(

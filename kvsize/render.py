@@ -119,7 +119,11 @@ def estimate_table(result: Estimate, gpu_is_default: bool = False, alternatives:
     table.add_row("Fits", _fit_verdict(result))
 
     if result.max_context_tokens is None:
-        max_context = "unbounded: no layer grows with context"
+        bounded = all(layer.max_cached_tokens() is not None for layer in model.layer_types.values())
+        if bounded or (request.token_policy is not None and request.token_policy.token_budget is not None):
+            max_context = "unbounded: no layer's cache grows past a fixed size"
+        else:
+            max_context = "more than 1,099,511,627,776 tokens (2^40, the longest context kvsize sizes)"
     else:
         max_context = f"{result.max_context_tokens:,} tokens"
         if request.batch_size > 1:

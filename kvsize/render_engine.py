@@ -6,10 +6,12 @@ Rich is imported here and in kvsize.render only; the engine core never prints.
 from __future__ import annotations
 
 from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from kvsize.engine_logs import ComparisonRow, LogComparison
-from kvsize.engines.common import BudgetTerm, EngineEstimate
+from kvsize.engines.common import ENGINE_TITLES, BudgetTerm, EngineEstimate
+from kvsize.render import print_table
 from kvsize.units import format_bytes
 
 _WINDOW_LABELS = {
@@ -18,7 +20,6 @@ _WINDOW_LABELS = {
     "trtllm": "Window tokens",
     "llama.cpp": "Window cells",
 }
-_ENGINE_TITLES = {"vllm": "vLLM", "sglang": "SGLang", "trtllm": "TensorRT-LLM", "llama.cpp": "llama.cpp"}
 
 
 def _term_text(term: BudgetTerm) -> str:
@@ -30,21 +31,42 @@ def _term_text(term: BudgetTerm) -> str:
     return text
 
 
-def engine_table(result: EngineEstimate) -> Table:
-    """Build the table `kvsize estimate --engine` prints."""
-    base = result.base
+def _layout(result: EngineEstimate) -> str:
+    """Name the parallel layout and the GPU, e.g. `TP 2 x PP 2 x NVIDIA H100 SXM5 80GB (4 GPUs)`."""
     settings = result.settings
-    layout = f"{settings.tensor_parallel_size}"
-    if settings.pipeline_parallel_size > 1:
-        layout += f" x {settings.pipeline_parallel_size}"
+    tp, pp, dp = settings.tensor_parallel_size, settings.pipeline_parallel_size, settings.data_parallel_size
+    parts = [f"TP {tp}", f"PP {pp}"]
+    num_gpus = tp * pp
+    extra = ""
+    if dp > 1 and settings.enable_dp_attention:
+        extra = f", DP attention {dp}"
+    elif dp > 1:
+        parts.append(f"DP {dp:,}")
+        num_gpus *= dp
+    plural = "" if num_gpus == 1 else "s"
+    return f"{' x '.join(parts)} x {result.base.gpu.name} ({num_gpus:,} GPU{plural}{extra})"
+
+
+def engine_title(result: EngineEstimate) -> str:
+    """Return the two title lines of `kvsize estimate --engine`: the layout, then the request."""
+    settings = result.settings
     version = f" {settings.engine_version}" if settings.engine_version else ""
-    engine_title = _ENGINE_TITLES[result.engine]
+    engine_title = ENGINE_TITLES[result.engine]
     rules = f" ({result.rules})" if result.rules != engine_title else ""
-    title = (
-        f"{base.model.name} on {layout} x {base.gpu.name}, as {engine_title}{version} allocates it{rules}\n"
-        f"KV cache {result.kv_cache_dtype}, max_model_len {result.max_model_len:,}"
+    batch = settings.batch_size
+    if result.engine == "llama.cpp":
+        request = f"{batch:,} sequence{'' if batch == 1 else 's'} of {settings.context_tokens:,} tokens"
+    else:
+        request = f"{batch:,} request{'' if batch == 1 else 's'} of max_model_len {result.max_model_len:,} tokens"
+    return (
+        f"{result.base.model.name} on {_layout(result)}, as {engine_title}{version} allocates it{rules}\n"
+        f"{request}, KV cache {result.kv_cache_dtype}"
     )
-    table = Table(title=title, box=box.SIMPLE, show_header=False, title_justify="left", pad_edge=False)
+
+
+def engine_table(result: EngineEstimate) -> Table:
+    """Build the table `kvsize estimate --engine` prints under `engine_title`."""
+    table = Table(box=box.SIMPLE, show_header=False, pad_edge=False)
     table.add_column("quantity", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
 
@@ -63,11 +85,22 @@ def engine_table(result: EngineEstimate) -> Table:
         table.add_row("CPU blocks", f"{result.num_cpu_blocks:,} (4 GiB swap space)")
     if result.sliding_window_tokens is not None:
         table.add_row(_WINDOW_LABELS[result.engine], f"{result.sliding_window_tokens:,}")
-    table.add_row("Max concurrency", f"{result.max_concurrency:.2f}x at {result.max_model_len:,} tokens per request")
-    table.add_row("Fits", "yes" if result.fits else "no")
+    concurrency = f"{result.max_concurrency:.2f}x at {result.max_model_len:,} tokens per request"
+    replicas = result.settings.data_parallel_size
+    if replicas > 1:
+        concurrency += f" per DP rank, {result.max_concurrency * replicas:.2f}x over {replicas:,} DP ranks"
+    table.add_row("Max concurrency", concurrency)
+    table.add_row("Fits", result.fit_reason)
     for note in result.notes:
         table.add_row("Note", note)
     return table
+
+
+def print_titled_table(console: Console, title: str, table: Table) -> None:
+    """Print title lines unwrapped, then the table: at its natural width off a terminal, with no trailing spaces."""
+    for line in title.splitlines():
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    print_table(console, table)
 
 
 def _format_value(row: ComparisonRow, value: float) -> str:
@@ -88,20 +121,26 @@ def _difference(row: ComparisonRow) -> str:
     return text
 
 
-def log_table(comparison: LogComparison, model_name: str, gpu_name: str) -> Table:
-    """Build the printed-versus-predicted table `kvsize log` prints."""
+def log_title(comparison: LogComparison, model_name: str, gpu_name: str) -> str:
+    """Return the title line of `kvsize log`: engine, model, GPU and parallel layout."""
     facts = comparison.facts
-    engine = _ENGINE_TITLES.get(facts.engine or "", facts.engine or "?")
+    engine = ENGINE_TITLES.get(facts.engine or "", facts.engine or "?")
     version = f" {facts.engine_version}" if facts.engine_version else ""
     if facts.engine == "llama.cpp" and facts.engine_version:
         version = f" build {facts.engine_version}"
     layout = f"TP {facts.tensor_parallel_size or 1}, PP {facts.pipeline_parallel_size or 1}"
-    title = f"{engine}{version} log: {model_name} on {gpu_name}, {layout}"
-    table = Table(title=title, box=box.SIMPLE, title_justify="left", pad_edge=False)
+    return f"{engine}{version} log: {model_name} on {gpu_name}, {layout}"
+
+
+def log_table(comparison: LogComparison) -> Table:
+    """Build the printed-versus-predicted table `kvsize log` prints under `log_title`."""
+    table = Table(box=box.SIMPLE, pad_edge=False)
     for column in ("figure", "printed", "kvsize", "difference", "agrees", "basis"):
         table.add_column(column, no_wrap=column != "basis", justify="right" if column in ("printed", "kvsize") else "left")
     for row in comparison.rows:
         agrees = {True: "yes", False: "no", None: "-"}[row.within_tolerance]
+        if row.kind == "restated":
+            agrees = "restated"
         table.add_row(row.figure, _format_value(row, row.printed), _format_value(row, row.predicted),
                       _difference(row), agrees, row.basis)  # fmt: skip
     return table

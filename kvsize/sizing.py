@@ -72,7 +72,7 @@ class TokenPolicy:
 
     def describe(self) -> str:
         if self.keep_ratio is not None:
-            text = f"keep {float(self.keep_ratio):.0%} of tokens"
+            text = f"keep {float(self.keep_ratio) * 100:.4g}% of tokens"
         elif self.token_budget is not None:
             text = f"token budget {self.token_budget:,} per sequence per layer"
         else:

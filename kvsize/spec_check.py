@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
-from kvsize.errors import KvsizeError, NotFoundError
+from kvsize.errors import InvalidInputError, KvsizeError, NotFoundError
 from kvsize.schema import GPU_FIELDS, LAYER_FIELDS, MODEL_FIELDS, STATE_DTYPE_PATTERN, SpecField, weight_dtype_names
 from kvsize.specs import GpuSpec, ModelSpec
 
@@ -26,6 +26,8 @@ def expand_spec_paths(names: Iterable[str]) -> list[Path]:
     """Return the given files, with each folder replaced by the spec YAML files under it, sorted."""
     paths: list[Path] = []
     for name in names:
+        if not name.strip():
+            raise InvalidInputError("invalid spec path: an empty name; give a YAML file or a folder of them")
         path = Path(name)
         if path.is_dir():
             found = sorted(item for item in path.rglob("*") if item.suffix in SPEC_SUFFIXES and item.is_file())

@@ -56,6 +56,9 @@ def _spec_loader() -> type:
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                raise SpecError(f"{loader.spec_path}:{line}: a mapping key must be a plain name, "
+                                f"found a {type(key).__name__}")  # fmt: skip
             if key in mapping:
                 raise SpecError(
                     f"{loader.spec_path}:{line}: duplicate key {key!r} (first defined on line {mapping.key_lines[key]})"
@@ -87,8 +90,13 @@ MAX_SPEC_FILE_BYTES = 1024 * 1024
 
 def read_spec_text(path, display: str) -> str:
     """Read a user spec file as UTF-8 text, rejecting files over MAX_SPEC_FILE_BYTES."""
+    import stat
+
     try:
-        size = path.stat().st_size
+        status = path.stat()
+        if not stat.S_ISREG(status.st_mode):
+            raise SpecError(f"{display}: not a regular file (a folder, device or pipe); give a YAML spec file")
+        size = status.st_size
         if size > MAX_SPEC_FILE_BYTES:
             raise SpecError(f"{display}: file is {size:,} bytes, larger than the {MAX_SPEC_FILE_BYTES:,}-byte "
                             "limit for a spec file; check that it is the spec you meant")  # fmt: skip
@@ -97,6 +105,8 @@ def read_spec_text(path, display: str) -> str:
         raise SpecError(f"{display}: not valid UTF-8 text (byte {error.start}); save the file as UTF-8") from None
     except OSError as error:
         raise SpecError(f"{display}: cannot read the file: {error.strerror}") from None
+    except RuntimeError as error:  # pathlib reports a symlink loop this way
+        raise SpecError(f"{display}: cannot read the file: {error}") from None
 
 
 def parse_yaml_mapping(text: str, path: str) -> _LineMapping:
@@ -113,8 +123,12 @@ def parse_yaml_mapping(text: str, path: str) -> _LineMapping:
         mark = error.problem_mark
         where = f"{path}:{mark.line + 1}" if mark is not None else path
         raise SpecError(f"{where}: invalid YAML: {error.problem}") from None
+    except yaml.reader.ReaderError as error:
+        raise SpecError(f"{path}: invalid YAML: {error.reason} at byte {error.position}") from None
     except yaml.YAMLError as error:
-        raise SpecError(f"{path}: invalid YAML: {error}") from None
+        raise SpecError(f"{path}: invalid YAML: {' '.join(str(error).split())}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: invalid YAML: nested too deeply to be a spec") from None
     finally:
         loader.dispose()
     if not isinstance(document, _LineMapping):
@@ -214,6 +228,10 @@ _MODEL_FIELDS = {
     "layer_overrides", "source", "notes",
 }  # fmt: skip
 
+# No published model has more than a few hundred decoder layers; the cap keeps a
+# typo from allocating one Python object per layer of a billion-layer model.
+MAX_LAYERS = 100_000
+
 _HEAD_FIELDS = {"num_kv_heads", "head_dim", "k_head_dim", "v_head_dim"}
 _LAYER_FIELDS = {
     "full": {"kind"} | _HEAD_FIELDS,
@@ -291,6 +309,9 @@ def _parse_layer_type(name: str, raw: Any, model_fields: _Fields, path: str) -> 
     if not isinstance(raw, _LineMapping):
         raise model_fields.fail("layer_types", f"entry {name!r} must be a mapping with a 'kind', got {raw!r}")
     fields = _Fields(raw, path, context=f"layer_types.{name}.")
+    if raw.get("kind") is None:
+        raise SpecError(f"{fields.where()}: missing required field '{fields.context}kind' "
+                        f"(one of {', '.join(_LAYER_FIELDS)})")  # fmt: skip
     kind = fields.text("kind")
     if kind not in _LAYER_FIELDS:
         raise fields.fail("kind", f"unknown layer kind {kind!r}; expected one of {', '.join(_LAYER_FIELDS)}")
@@ -386,6 +407,8 @@ def parse_model_spec(mapping: _LineMapping, path: str) -> ModelSpec:
         raise fields.fail("weight_dtype", f"unknown weight dtype {weight_dtype!r}; expected one of {', '.join(WEIGHT_FORMATS)}")
     max_position_embeddings = fields.positive_int("max_position_embeddings")
     num_layers = fields.positive_int("num_layers")
+    if num_layers > MAX_LAYERS:
+        raise fields.fail("num_layers", f"{num_layers:,} layers is more than {MAX_LAYERS:,}; check the value")
 
     raw_types = fields.mapping.get("layer_types")
     if not isinstance(raw_types, dict) or not raw_types:

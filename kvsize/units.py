@@ -22,8 +22,10 @@ MB = 1000**2
 GB = 1000**3
 TB = 1000**4
 
-# Token counts above 2^40 (about 1.1 trillion) are typos, not contexts.
+# Token counts above 2^40 (about 1.1 trillion) and memory sizes above 2^60
+# bytes (1 EiB) are typos, not plans.
 MAX_TOKENS = 2**40
+MAX_BYTES = 2**60
 
 TOKEN_SUFFIXES = {"": 1, "k": 1024, "m": 1024**2}
 
@@ -96,7 +98,10 @@ def parse_byte_size(text: str, option: str) -> int:
             f"invalid value for {option}: {text!r} has no unit; write {match.group(1)}GiB, {match.group(1)}GB "
             f"or {match.group(1)}B for bytes"
         )
-    return int(number * BYTE_UNITS[unit or "b"])
+    num_bytes = int(number * BYTE_UNITS[unit or "b"])
+    if num_bytes > MAX_BYTES:
+        raise InvalidInputError(f"invalid value for {option}: {text!r} is more than 1 EiB (2^60 bytes)")
+    return num_bytes
 
 
 def format_bytes(num_bytes: int) -> str:

@@ -37,6 +37,9 @@ _cli_config_dirs: tuple[Path, ...] = ()
 def set_cli_config_dirs(folders: Iterable[str | Path]) -> None:
     """Set the folders given on the command line; each must exist."""
     global _cli_config_dirs
+    folders = list(folders)
+    if any(not str(folder).strip() for folder in folders):
+        raise InvalidInputError("invalid value for --config-dir: an empty path; give a folder of spec files")
     paths = tuple(Path(folder).expanduser() for folder in folders)
     for path in paths:
         if not path.is_dir():

@@ -62,12 +62,18 @@ OPTION_CASES = [
     ("unknown model", ["--ctx", "8k", "--model", "llama3-71b"], ["llama3-70b", "kvsize models"]),
     ("unknown GPU", ["--ctx", "8k", "--gpu", "h1000"], ["h1000", "kvsize gpus"]),
     ("tp the heads forbid", ["--ctx", "8k", "--tp", "3"], ["valid sizes"]),
+    ("option given twice", ["--ctx", "128k", "--batch", "2", "--ctx", "8k"], ["--ctx", "more than once"]),
+    ("aliases given together", ["--ctx", "8k", "--tp", "2", "--tensor-parallel-size", "4"], ["--tp", "--tensor-parallel-size"]),
+    ("full-width fraction", ["--ctx", "8k", "--gpu-memory-utilization", "０.９"], ["--gpu-memory-utilization"]),
+    ("vanishing ratio", ["--ctx", "8k", "--kv-keep-ratio", "1e-999999999"], ["1e-12"]),
+    ("memory beyond an exbibyte", ["--ctx", "8k", "--reserve", "99999999999TiB"], ["1 EiB"]),
 ]
 
 
 @pytest.mark.parametrize(("row", "args", "fragments"), OPTION_CASES, ids=[case[0] for case in OPTION_CASES])
 def test_bad_option(cli, row, args, fragments):
-    code, out, err = cli(*BASE, *args)
+    base = ["estimate"] if "--model" in args else BASE
+    code, out, err = cli(*base, *args)
     _assert_one_error(code, out, err, *fragments)
 
 
@@ -258,3 +264,63 @@ def test_closed_stdout_exits_quietly():
     _, err = process.communicate()
     assert process.returncode == 0
     assert b"Traceback" not in err
+
+
+def test_list_as_mapping_key(cli, tmp_path):
+    path = _spec(tmp_path, _valid_text() + "? [a, b]\n: 2\n")
+    code, out, err = cli("estimate", "--model", path, "--ctx", "8k")
+    _assert_one_error(code, out, err, "mapping key must be a plain name")
+
+
+def test_billion_layers_rejected_without_allocating(cli, tmp_path):
+    path = _spec(tmp_path, _valid_text().replace("num_layers: 32", "num_layers: 1000000000000000"))
+    code, out, err = cli("estimate", "--model", path, "--ctx", "8k")
+    _assert_one_error(code, out, err, "num_layers", "100,000")
+
+
+def test_nul_byte_is_one_line(cli, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(b"id: bad\nname: \x00\n")
+    code, out, err = cli("estimate", "--model", str(path), "--ctx", "8k")
+    _assert_one_error(code, out, err, "invalid YAML")
+
+
+def test_folder_and_device_are_not_specs(cli, tmp_path):
+    folder = tmp_path / "specs.yaml"
+    folder.mkdir()
+    code, out, err = cli("validate", str(folder / ".." / "specs.yaml" / ".." / "specs.yaml"))
+    assert code == 2
+    code, out, err = cli("estimate", "--model", "/dev/null", "--ctx", "8k")
+    assert code == 2
+    assert "Traceback" not in err
+
+
+def test_config_json_duplicate_key_and_deep_nesting(cli, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text('{"model_type": "llama", "num_hidden_layers": 32, "num_hidden_layers": 64}', encoding="utf-8")
+    code, out, err = cli("estimate", "--model", str(config), "--ctx", "8k")
+    _assert_one_error(code, out, err, "duplicate key 'num_hidden_layers'")
+    config.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    code, out, err = cli("estimate", "--model", str(config), "--ctx", "8k")
+    _assert_one_error(code, out, err, "nested too deeply")
+
+
+def test_compare_combination_cap(cli):
+    contexts = ",".join(str(1024 + step) for step in range(700))
+    batches = ",".join(str(step) for step in range(1, 301))
+    code, out, err = cli("compare", "--model", "llama3.1-8b", "--ctx", contexts, "--batch", batches)
+    _assert_one_error(code, out, err, "210,000 combinations")
+
+
+def test_unknown_family_and_vendor(cli):
+    code, out, err = cli("models", "--family", "bogus")
+    _assert_one_error(code, out, err, "--family", "llama")
+    code, out, err = cli("gpus", "--vendor", "intel")
+    _assert_one_error(code, out, err, "--vendor", "nvidia")
+
+
+def test_show_reads_gpu_file(cli):
+    path = Path(__file__).resolve().parent.parent / "configs" / "gpus" / "h100-sxm.yaml"
+    code, out, _ = cli("show", str(path), "--json")
+    assert code == 0
+    assert json.loads(out)["id"] == "h100-sxm"

@@ -46,7 +46,7 @@ def test_names_unique_after_normalizing(kind):
     """No two specs share an id or alias, even ignoring case and punctuation."""
     owner: dict[str, str] = {}
     for spec in iter_specs(kind):
-        for name in (spec.id, *spec.aliases):
+        for name in (spec.id, *spec.aliases, *([spec.hf_id] if getattr(spec, "hf_id", None) else [])):
             key = normalize_name(name)
             assert owner.setdefault(key, spec.id) == spec.id, f"{name!r} of {spec.id} collides with {owner[key]}"
 
@@ -133,6 +133,9 @@ def test_gpu_reported_capacity():
         ("Meta-Llama-3-70B", "llama3-70b"),
         ("llama3.1-70b", "llama3.1-70b"),
         ("Llama-3.1-70B", "llama3.1-70b"),
+        ("llama3_1_70b", "llama3.1-70b"),
+        ("llama31-70b", "llama3.1-70b"),
+        ("meta-llama/Meta-Llama-3-70B", "llama3-70b"),
     ],
 )
 def test_model_names_resolve(name, model_id):

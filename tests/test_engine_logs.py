@@ -218,7 +218,7 @@ def test_estimate_engine_json_adds_keys(cli):
     # Keys of the plain estimate stay; the engine's are added.
     assert data["kv_bytes_per_token"] == 131072
     assert data["engine"] == "vllm"
-    # 35.65 GiB = 38,278,977,126 B; // (16 x 131,072 B) = 18,252 blocks; x 16 = 292,032 tokens.
+    # 35.65 GiB = int(35.65 x 2^30) = 38,278,896,025 B; // (16 x 131,072 B) = 18,252 blocks; x 16 = 292,032 tokens.
     assert data["num_gpu_blocks"] == 18252
     assert data["kv_cache_tokens"] == 292032
     assert data["max_concurrency"] == round(18252 / 2048, 4)
@@ -282,9 +282,351 @@ GOLDEN = Path(__file__).parent / "golden"
     ("log_vllm_v0_llama31_8b.txt", ("log", str(LOGS / "vllm_v0_llama31_8b.log"))),
 ])  # fmt: skip
 def test_engine_output_matches_golden(cli, monkeypatch, golden, args):
-    """The engine table and the log table render as recorded, at 100 columns without colour."""
-    monkeypatch.setenv("COLUMNS", "100")
+    """Piped, the engine and log tables render as recorded: natural width, no wrapping, no trailing spaces."""
+    monkeypatch.setenv("COLUMNS", "80")
     code, out, _ = cli(*args)
     assert code == 0
     expected = (GOLDEN / golden).read_text(encoding="utf-8")
-    assert [line.rstrip() for line in out.splitlines()] == [line.rstrip() for line in expected.splitlines()]
+    assert out.splitlines() == expected.splitlines()
+    # The recorded lines are wider than COLUMNS, so nothing was wrapped to it.
+    assert max(len(line) for line in out.splitlines()) > 80
+    assert not [line for line in out.splitlines() if line != line.rstrip()]
+
+
+# ---------------------------------------------------------------------------
+# Logs holding several startups
+
+
+def two_startups(first: str, second: str) -> str:
+    return read(first).rstrip("\n") + "\n" + read(second)
+
+
+def test_parse_log_reads_last_startup_only():
+    """A restart in one log: model, parallelism and figures all come from the last startup."""
+    text = two_startups("vllm_v0_llama31_8b.log", "vllm_v1_gpt_oss_120b_tp4.log")
+    facts = parse_log(text)
+    assert facts.startups == 2
+    # vllm_v0_llama31_8b.log has 10 lines; the second log opens with a platform line, then its API-server line, line 12.
+    assert facts.startup_line == 12
+    assert facts.model_name == "/mnt/weights/gpt-oss-120b"
+    assert facts.tensor_parallel_size == 4
+    assert facts.kv_cache_tokens == 2640144
+    assert facts.gpu_blocks is None  # the first startup's "# GPU blocks" line is ignored
+    assert facts.vllm_v0 is False
+
+
+def test_parse_log_reversed_startups():
+    facts = parse_log(two_startups("vllm_v1_gpt_oss_120b_tp4.log", "vllm_v0_llama31_8b.log"))
+    assert facts.startups == 2
+    assert facts.model_name == "/home/ops/checkpoints/Meta-Llama-3.1-8B-Instruct"
+    assert facts.tensor_parallel_size == 1
+    assert facts.kv_cache_tokens is None
+    assert facts.gpu_blocks == 1952
+    assert facts.vllm_v0 is True
+
+
+def test_log_command_restart_uses_last_startup(cli, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(two_startups("vllm_v0_llama31_8b.log", "vllm_v1_gpt_oss_120b_tp4.log")))
+    code, out, err = cli("log", "-", "--gpu", "a100-80gb")
+    assert code == 0
+    assert "OpenAI gpt-oss-120b on NVIDIA A100 80GB SXM4, TP 4, PP 1" in out
+    assert has_row(out, "2,640,144", "2,640,080")
+    assert " no " not in out
+    assert "note: the log holds 2 engine startups; kvsize read the last one, from line 12" in err
+
+
+def test_log_command_restart_json_names_startups(cli, tmp_path):
+    path = tmp_path / "restart.log"
+    path.write_text(two_startups("vllm_v1_gpt_oss_120b_tp4.log", "vllm_v0_llama31_8b.log"), encoding="utf-8")
+    code, out, _ = cli("log", str(path), "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["model"] == "llama3.1-8b"
+    assert data["tensor_parallel_size"] == 1
+    assert (data["startups"], data["startup_line"]) == (2, 15)
+    assert any("2 engine startups" in note for note in data["notes"])
+    assert all(row["within_tolerance"] is not False for row in data["rows"])
+
+
+def test_last_startup_without_figures_is_named():
+    """A restart that stopped before allocating the cache: the error names the last startup."""
+    text = read("vllm_v1_gpt_oss_120b_tp4.log") + "INFO vLLM API server version 0.10.1.1\nINFO non-default args: {'model': 'x'}\n"
+    with pytest.raises(InvalidInputError, match="the last of the 2 vllm startups in the log"):
+        parse_log(text)
+
+
+def test_one_startup_is_not_split():
+    """The API-server line and the engine line of one vLLM startup, and TensorRT-LLM's version line
+    printed once per MPI rank, stay one startup."""
+    assert parse_log(read("vllm_v1_gpt_oss_120b_tp4.log")).startups == 1
+    ranks = "[TensorRT-LLM] TensorRT-LLM version: 0.8.0\n" * 3 + read("trtllm_llama2_7b.log")
+    facts = parse_log(ranks)
+    assert facts.startups == 1
+    assert facts.kv_cache_tokens == 132608
+
+
+def test_llamacpp_restart_reads_last_build():
+    text = two_startups("llamacpp_qwen25_3b.log", "llamacpp_qwen25_3b.log").replace("4/1 seqs", "2/1 seqs", 1)
+    facts = parse_log(text)
+    assert facts.startups == 2
+    assert facts.n_seq == 4  # the first startup's 2 sequences are ignored
+
+
+# ---------------------------------------------------------------------------
+# Logs that print only some figures, restated figures and input files
+
+
+def log_without(tmp_path, name: str, *markers: str) -> str:
+    lines = [line for line in read(name).splitlines() if not any(marker in line for marker in markers)]
+    path = tmp_path / f"part-{name}"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def test_log_with_only_available_memory(cli, tmp_path):
+    """The KV memory alone: without the GPU nothing can be checked, and the message names what is missing."""
+    path = log_without(tmp_path, "vllm_v1_gpt_oss_120b_tp4.log", "GPU KV cache size", "Maximum concurrency")
+    code, out, err = cli("log", path)
+    assert code == 0
+    assert "the log prints the KV memory (45.32 GiB) but no token pool" in out
+    assert "pass --gpu" in out
+    assert "prints no KV memory" not in out
+    # The note gives the pool kvsize cuts from the printed memory.
+    assert "2,640,080 tokens" in err
+    code, out, _ = cli("log", path, "--gpu", "a100-80gb")
+    assert code == 0
+    assert has_row(out, "45.32 GiB", "45.25 GiB")
+    assert "agrees:" in out
+
+
+def test_log_with_only_token_pool(cli, tmp_path):
+    """The pool alone: with --gpu it is checked against the pool of kvsize's predicted memory."""
+    path = log_without(tmp_path, "vllm_v1_gpt_oss_120b_tp4.log", "Available KV cache memory")
+    code, out, _ = cli("log", path)
+    assert code == 0
+    assert "the log prints the pool but not the KV memory behind it" in out
+    code, out, _ = cli("log", path, "--gpu", "a100-80gb", "--json")
+    assert code == 0
+    rows = {row["figure"]: row for row in json.loads(out)["rows"]}
+    assert rows["KV cache tokens"]["printed"] == 2640144
+    assert rows["KV cache tokens"]["within_tolerance"] is True
+    assert "the log prints no KV memory" in rows["KV cache tokens"]["basis"]
+
+
+def test_sglang_memory_restated_without_gpu(cli):
+    """Without --gpu, SGLang's available memory repeats its printed free-memory lines: not a match."""
+    code, out, _ = cli("log", str(LOGS / "sglang_qwq_32b_tp4.log"), "--model", "qwen2.5-32b", "--json")
+    assert code == 0
+    rows = {row["figure"]: row for row in json.loads(out)["rows"]}
+    restated = rows["available KV memory"]
+    assert restated["kind"] == "restated"
+    assert restated["within_tolerance"] is None
+    assert rows["KV cache tokens"]["within_tolerance"] is True
+    code, out, _ = cli("log", str(LOGS / "sglang_qwq_32b_tp4.log"), "--model", "qwen2.5-32b")
+    assert re.search(r"available KV memory .* restated +restated from the printed free memory", out)
+    # With the GPU, kvsize predicts it: 2.73 GiB against the printed 2.85 GiB.
+    code, out, _ = cli("log", str(LOGS / "sglang_qwq_32b_tp4.log"), "--model", "qwen2.5-32b", "--gpu", "l4", "--json")
+    predicted = {row["figure"]: row for row in json.loads(out)["rows"]}["available KV memory"]
+    assert predicted["kind"] == "check"
+    assert predicted["within_tolerance"] is True
+    assert round(predicted["predicted"], 2) == 2.73
+
+
+def test_log_json_gpu_matches_table(cli):
+    """Without --gpu the JSON names no GPU, as the table does; with it, the GPU's id."""
+    code, out, _ = cli("log", str(LOGS / "vllm_v0_llama31_8b.log"), "--json")
+    data = json.loads(out)
+    assert data["gpu"] is None
+    assert data["gpu_memory_bytes"] == int(Decimal("23.58") * GiB)
+    code, out, _ = cli("log", str(LOGS / "vllm_v0_llama31_8b.log"), "--gpu", "rtx-3090", "--json")
+    assert json.loads(out)["gpu"] == "rtx-3090"
+
+
+def test_log_command_empty_file_and_folder(cli, tmp_path, monkeypatch):
+    import io
+
+    empty = tmp_path / "empty.log"
+    empty.write_text("\n  \n", encoding="utf-8")
+    code, out, err = cli("log", str(empty))
+    assert (code, out, err) == (2, "", f"error: empty log file: {empty}\n")
+    code, out, err = cli("log", str(tmp_path))
+    assert (code, out) == (2, "")
+    assert err == f"error: {tmp_path} is a folder; give a log file, or '-' to read stdin\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    code, _, err = cli("log", "-")
+    assert code == 2
+    assert err.startswith("error: empty log on stdin")
+    with pytest.raises(InvalidInputError, match="the log is empty"):
+        parse_log("  \n")
+
+
+# ---------------------------------------------------------------------------
+# estimate --engine: the verdict for --batch, and options checked per engine
+
+
+def test_estimate_engine_batch_changes_verdict(cli):
+    """10 requests of 32k need 10 x 2,048 = 20,480 blocks; 35.65 GiB holds 18,252, enough for 8."""
+    args = ("estimate", "-m", "llama3.1-8b", "--ctx", "32k", "--engine", "vllm", "--kv-cache-memory", "35.65GiB")
+    code, out, _ = cli(*args, "--batch", "10")
+    assert code == 0
+    assert "Fits                        no: 10 requests of 32,768 tokens need 20,480 blocks of 16 tokens; " \
+           "the pool has 18,252, enough for 8" in out
+    assert "10 requests of max_model_len 32,768 tokens" in out
+    code, out, _ = cli(*args, "--batch", "8")
+    assert "yes: 8 requests of 32,768 tokens need 16,384 of the pool's 18,252 blocks" in out
+
+
+def test_estimate_engine_json_has_one_verdict(cli):
+    """With --engine, fits and max_batch_size come from the engine's pool, not the neutral budget."""
+    code, out, _ = cli("estimate", "-m", "llama3.1-8b", "--ctx", "32k", "--engine", "vllm",
+                       "--kv-cache-memory", "35.65GiB", "--batch", "10", "--json")  # fmt: skip
+    assert code == 0
+    data = json.loads(out)
+    assert data["fits"] is False
+    assert data["engine_fits"] is False
+    assert data["max_batch_size"] == 8  # 18,252 // 2,048
+    assert data["max_context_tokens"] is None
+    assert data["kv_budget_bytes_per_gpu"] == 38278896025  # int(35.65 x 2^30)
+    assert data["reserve_bytes_per_gpu"] is None
+    assert data["usable_memory_bytes_per_gpu"] is None
+    assert data["engine_fit_reason"].startswith("no: 10 requests")
+
+
+def test_estimate_engine_vllm_refusal_reason(cli):
+    """One request of 128k needs 8,192 blocks; 10 GiB holds 5,120, and vLLM would not start."""
+    code, out, _ = cli("estimate", "-m", "llama3.1-8b", "--ctx", "128k", "--engine", "vllm", "--kv-cache-memory", "10GiB")
+    assert code == 0
+    assert "no: 1 request of 131,072 tokens needs 8,192 blocks of 16 tokens; the pool has 5,120" in out
+    assert "vLLM refuses to start" in out
+
+
+def test_estimate_engine_header_names_parallel_sizes(cli):
+    code, out, _ = cli("estimate", "-m", "llama3.1-70b", "--ctx", "8k", "--engine", "vllm", "--tp", "2", "--pp", "2",
+                       "--kv-cache-memory", "20GiB")  # fmt: skip
+    assert code == 0
+    assert out.startswith("Meta Llama 3.1 70B on TP 2 x PP 2 x NVIDIA H100 SXM5 80GB (4 GPUs), as vLLM allocates it")
+
+
+def test_estimate_engine_vllm_data_parallel(cli):
+    """--dp 3: three pools of 10 GiB (5,120 blocks, 10 requests of 8k each); 25 requests need 9 per rank."""
+    code, out, _ = cli("estimate", "-m", "llama3.1-8b", "--ctx", "8k", "--engine", "vllm", "--dp", "3",
+                       "--batch", "25", "--kv-cache-memory", "10GiB")  # fmt: skip
+    assert code == 0
+    assert "TP 1 x PP 1 x DP 3 x NVIDIA H100 SXM5 80GB (3 GPUs)" in out
+    assert "10.00x at 8,192 tokens per request per DP rank, 30.00x over 3 DP ranks" in out
+    assert "yes: 9 requests of 8,192 tokens per DP rank (25 over 3 DP ranks) need 4,608 of the pool's 5,120" in out
+    code, out, _ = cli("estimate", "-m", "llama3.1-8b", "--ctx", "8k", "--engine", "vllm", "--dp", "3",
+                       "--batch", "31", "--kv-cache-memory", "10GiB", "--json")  # fmt: skip
+    data = json.loads(out)
+    assert (data["fits"], data["max_batch_size"], data["data_parallel_size"]) == (False, 30, 3)
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--kv-cache-memory", "35GiB"),
+    ("--pipeline-parallel-size", "2"),
+    ("--pp", "1"),
+    ("--data-parallel-size", "4"),
+    ("--block-size", "32"),
+    ("--max-model-len", "8k"),
+    ("--max-num-batched-tokens", "4096"),
+    ("--max-num-seqs", "64"),
+    ("--mem-fraction-static", "0.5"),
+    ("--free-gpu-memory-fraction", "0.5"),
+    ("--enable-dp-attention", None),
+    ("--enforce-eager", None),
+    ("--engine-version", "0.10.1"),
+])  # fmt: skip
+def test_engine_option_without_engine_is_rejected(cli, option, value):
+    extra = (option,) if value is None else (option, value)
+    code, out, err = cli("estimate", "-m", "llama3.1-8b", "--ctx", "32k", *extra)
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1
+    name = {"--pp": "--pipeline-parallel-size"}.get(option, option)
+    assert err.startswith(f"error: {name} needs --engine vllm, sglang, trtllm or llama.cpp")
+
+
+@pytest.mark.parametrize(("engine", "option", "value", "named"), [
+    ("sglang", "--gpu-memory-utilization", "0.5", "--mem-fraction-static"),
+    ("trtllm", "--gpu-memory-utilization", "0.5", "--free-gpu-memory-fraction"),
+    ("llama.cpp", "--gpu-memory-utilization", "0.5", "no memory fraction"),
+    ("vllm", "--mem-fraction-static", "0.5", "--gpu-memory-utilization"),
+    ("trtllm", "--mem-fraction-static", "0.5", "--free-gpu-memory-fraction"),
+    ("sglang", "--free-gpu-memory-fraction", "0.5", "--mem-fraction-static"),
+    ("trtllm", "--enforce-eager", None, "vLLM's switch"),
+    ("sglang", "--enforce-eager", None, "--disable-cuda-graph"),
+    ("vllm", "--enable-dp-attention", None, "SGLang's switch"),
+    ("trtllm", "--data-parallel-size", "2", "one replica"),
+    ("llama.cpp", "--max-model-len", "8k", "--ctx"),
+    ("llama.cpp", "--block-size", "32", "pads its cells to 256"),
+    ("llama.cpp", "--max-num-seqs", "4", "--batch"),
+    ("sglang", "--max-num-batched-tokens", "4096", "--chunked-prefill-size"),
+    ("llama.cpp", "--engine-version", "5712", "one set of llama.cpp rules"),
+])  # fmt: skip
+def test_option_unused_by_engine_is_rejected(cli, engine, option, value, named):
+    extra = (option,) if value is None else (option, value)
+    code, out, err = cli("estimate", "-m", "llama3.1-8b", "--ctx", "8k", "--engine", engine, *extra)
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1
+    assert option in err
+    assert named in err
+
+
+def test_llamacpp_honours_kv_cache_memory(cli):
+    """llama.cpp's fixed cache (4 x 32k cells = 16 GiB for Llama 3.1 8B) is checked against the given memory."""
+    args = ("estimate", "-m", "llama3.1-8b", "--ctx", "32k", "--batch", "4", "--engine", "llama.cpp")
+    code, out, _ = cli(*args, "--kv-cache-memory", "20GiB")
+    assert code == 0
+    assert "yes: 4 sequences of 32,768 tokens take 16.00 GiB (131,072 cells) of the 20.00 GiB given as free" in out
+    code, out, _ = cli(*args, "--kv-cache-memory", "10GiB")
+    # One sequence is 32,768 x 131,072 B = 4 GiB, so 10 GiB has room for 2.
+    assert "more than the 10.00 GiB given as free for it, which has room for 2" in out
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (("--engine", "vllm", "--engine-version", "abc"), "kvsize knows vLLM v0 (the V0 engine), v1, or 0.1 to 0.29"),
+    (("--engine", "vllm", "--engine-version", "9.9"), "0.1 to 0.29"),
+    (("--engine", "sglang", "--engine-version", "xyz"), "kvsize knows SGLang 0.4 to 0.5"),
+    (("--engine", "trtllm", "--engine-version", "0.10abc"), "kvsize knows TensorRT-LLM 0.5 to 1.x"),
+    (("--engine", "vllm", "--block-size", "7"), "1, 8, 16, 32, 64, 128, 256"),
+    (("--engine", "vllm", "--block-size", "100000"), "1, 8, 16, 32, 64, 128, 256"),
+    (("--engine", "trtllm", "--block-size", "48"), "power of 2"),
+    (("--engine", "llama.cpp", "--kv-cache-dtype", "fp8"), "f16, bf16, f32, q8_0, q4_0"),
+    (("--engine", "llama.cpp", "--kv-cache-dtype", "nvfp4"), "q8_0"),
+    (("--engine", "vllm", "--kv-cache-dtype", "int4"), "fp8_e4m3"),
+    (("--engine", "sglang", "--kv-cache-dtype", "int8"), "fp4_e2m1"),
+    (("--engine", "vllm", "--max-num-batched-tokens", "100"), "below max_num_seqs (1,024"),
+    (("--engine", "vllm", "--max-model-len", ""), "--max-model-len"),
+])  # fmt: skip
+def test_engine_values_checked_per_engine(cli, args, fragment):
+    code, out, err = cli("estimate", "-m", "llama3.1-8b", "--ctx", "8k", *args)
+    assert (code, out) == (2, "")
+    assert err.startswith("error: ")
+    assert err.count("\n") == 1
+    assert fragment in err
+
+
+@pytest.mark.parametrize("args", [
+    ("--engine", "vllm", "--engine-version", "0.6.4.post1"),
+    ("--engine", "vllm", "--engine-version", "v0"),
+    ("--engine", "vllm", "--engine-version", "0.15.2rc1.dev93"),
+    ("--engine", "sglang", "--engine-version", "0.4.3.post4"),
+    ("--engine", "trtllm", "--engine-version", "0.13.0", "--block-size", "64"),
+    ("--engine", "trtllm", "--kv-cache-dtype", "int8"),
+    ("--engine", "vllm", "--block-size", "128"),
+    ("--engine", "llama.cpp", "--kv-cache-dtype", "q8_0"),
+])  # fmt: skip
+def test_engine_values_accepted(cli, args):
+    code, out, err = cli("estimate", "-m", "llama3.1-8b", "--ctx", "8k", *args)
+    assert code == 0, err
+    assert "Fits" in out
+
+
+def test_engine_warnings_for_unlikely_settings(cli):
+    code, _, err = cli("estimate", "-m", "llama3.1-8b", "--ctx", "8k", "--engine", "vllm",
+                       "--kv-cache-memory", "200GiB", "--max-model-len", "2m")  # fmt: skip
+    assert code == 0
+    assert "warning: KV cache memory of 200.00 GiB per GPU is more than the 79.65 GiB NVIDIA H100 SXM5 80GB reports" in err
+    assert ("warning: max_model_len of 2,097,152 tokens exceeds llama3.1-8b's max_position_embeddings (131,072); "
+            "vLLM rejects it unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 is set") in err  # fmt: skip

@@ -379,3 +379,103 @@ def test_engine_core_imports_neither_rich_nor_typer():
     modules = set(json.loads(completed.stdout.strip().splitlines()[-1]))
     assert "kvsize.engines.vllm" in modules
     assert not {name for name in modules if name.split(".")[0] in ("rich", "typer", "click")}
+
+
+# ---------------------------------------------------------------------------
+# The verdict for --batch requests, and the checks per engine
+
+
+def test_vllm_verdict_counts_batch():
+    """10 GiB holds 5,120 blocks; a request of 8,192 tokens takes 512, so 10 fit and 11 do not."""
+    ten = run("llama3.1-8b", "vllm", context_tokens=8192, batch_size=10, kv_cache_memory_bytes=10 * GiB)
+    eleven = run("llama3.1-8b", "vllm", context_tokens=8192, batch_size=11, kv_cache_memory_bytes=10 * GiB)
+    assert (ten.fits, ten.max_requests) == (True, 10)
+    assert (eleven.fits, eleven.max_requests) == (False, 10)
+    assert eleven.fit_reason == ("no: 11 requests of 8,192 tokens need 5,632 blocks of 16 tokens; "
+                                 "the pool has 5,120, enough for 10")  # fmt: skip
+
+
+def test_vllm_data_parallel_ranks_share_batch():
+    """DP 2: each rank's 5,120 blocks hold 10 requests; 21 requests put 11 on one rank."""
+    fits = run("llama3.1-8b", "vllm", context_tokens=8192, batch_size=20, data_parallel_size=2,
+               kv_cache_memory_bytes=10 * GiB)  # fmt: skip
+    too_many = run("llama3.1-8b", "vllm", context_tokens=8192, batch_size=21, data_parallel_size=2,
+                   kv_cache_memory_bytes=10 * GiB)  # fmt: skip
+    assert (fits.fits, fits.requests_per_dp_rank, fits.max_requests) == (True, 10, 20)
+    assert (too_many.fits, too_many.requests_per_dp_rank) == (False, 11)
+
+
+def test_sglang_verdict_in_pages():
+    """Llama 3.2 3B in 1 GiB with 64-token pages: 9,344 tokens hold two requests of 4,096."""
+    two = run("llama3.2-3b", "sglang", context_tokens=4096, batch_size=2, block_size=64, kv_cache_memory_bytes=GiB)
+    three = run("llama3.2-3b", "sglang", context_tokens=4096, batch_size=3, block_size=64, kv_cache_memory_bytes=GiB)
+    assert (two.fits, two.max_requests) == (True, 2)
+    assert three.fits is False
+    assert "need 12,288 tokens; the pool has 9,344" in three.fit_reason
+
+
+def test_trtllm_verdict_in_blocks():
+    """0.9 x 20 GiB gives 1,152 blocks of 32 tokens; a 4,096-token request takes 128, so 9 fit."""
+    nine = run("llama2-7b", "trtllm", context_tokens=4096, batch_size=9, free_memory_after_load_bytes=20 * GiB)
+    ten = run("llama2-7b", "trtllm", context_tokens=4096, batch_size=10, free_memory_after_load_bytes=20 * GiB)
+    assert (nine.fits, nine.max_requests) == (True, 9)
+    assert ten.fits is False
+    assert "need 1,280 blocks of 32 tokens; the pool has 1,152" in ten.fit_reason
+
+
+def test_llamacpp_verdict_and_room():
+    """Qwen2.5 7B: 32,768 cells x 57,344 B = 1.75 GiB per sequence; 4 GiB has room for 2."""
+    result = run("qwen2.5-7b", "llama.cpp", context_tokens=32768, batch_size=3, kv_cache_memory_bytes=4 * GiB)
+    assert result.fits is False
+    assert result.max_requests == 2
+    assert result.kv_budget_bytes == 4 * GiB
+    assert "which has room for 2" in result.fit_reason
+
+
+@pytest.mark.parametrize(("engine", "dtype"), [
+    ("vllm", "int4"), ("vllm", "int8"), ("vllm", "mxfp4"), ("sglang", "int8"), ("trtllm", "int4"),
+    ("llama.cpp", "fp8"), ("llama.cpp", "nvfp4"), ("llama.cpp", "int8"),
+])  # fmt: skip
+def test_engine_rejects_cache_dtypes_it_cannot_store(engine, dtype):
+    with pytest.raises(InvalidInputError, match="invalid KV cache dtype"):
+        run("llama3.1-8b", engine, context_tokens=8192, kv_cache_dtype=dtype, kv_cache_memory_bytes=GiB)
+
+
+@pytest.mark.parametrize(("engine", "dtype", "bytes_per_token"), [
+    # Llama 3.1 8B: 32 layers x 8 KV heads x 128 x 2 (K and V) = 65,536 values per token.
+    ("vllm", "fp8_inc", 65536),
+    ("sglang", "fp8_e5m2", 65536),
+    ("trtllm", "int8", 65536),
+    ("vllm", "bfloat16", 131072),
+])  # fmt: skip
+def test_engine_accepts_its_cache_dtypes(engine, dtype, bytes_per_token):
+    result = run("llama3.1-8b", engine, context_tokens=8192, kv_cache_dtype=dtype, kv_cache_memory_bytes=GiB)
+    assert result.kv_bytes_per_token_per_gpu == bytes_per_token
+
+
+def test_engine_version_check():
+    from kvsize.engines.common import check_engine_version
+
+    for engine, version in (("vllm", "v0"), ("vllm", "0.10.1.1"), ("vllm", "0.29.1rc1.dev17+gd2d649e67"),
+                            ("sglang", "0.5.2"), ("trtllm", "1.0.0rc3")):  # fmt: skip
+        check_engine_version(engine, version)
+    for engine, version in (("vllm", "abc"), ("vllm", "0.30.0"), ("vllm", "0.10abc"), ("sglang", "0.3.0"),
+                            ("trtllm", "2.0"), ("llama.cpp", "5712")):  # fmt: skip
+        with pytest.raises(InvalidInputError):
+            check_engine_version(engine, version)
+
+
+def test_engine_warnings():
+    result = run("llama3.1-8b", "sglang", context_tokens=8192, max_model_len=262144, kv_cache_memory_bytes=100 * GiB)
+    assert len(result.warnings) == 2
+    assert "more than the 79.65 GiB" in result.warnings[0]
+    assert "SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN" in result.warnings[1]
+    assert run("llama3.1-8b", "sglang", context_tokens=8192, kv_cache_memory_bytes=GiB).warnings == ()
+
+
+def test_llamacpp_max_sequences_when_it_fits():
+    """1.75 GiB per sequence of 32,768 cells: 8 GiB has room for 4 even when 1 is asked for."""
+    result = run("qwen2.5-7b", "llama.cpp", context_tokens=32768, batch_size=1, kv_cache_memory_bytes=8 * GiB)
+    assert result.fits is True
+    # 4 x 1.75 = 7 GiB fits; 5 x 1.75 = 8.75 GiB does not.
+    assert result.max_requests == 4

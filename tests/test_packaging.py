@@ -46,7 +46,10 @@ def test_json_twins_equal_yaml(wheel):
         for path in (REPO / "configs" / kind).glob("*.yaml"):
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
             assert json.loads(archive.read(f"kvsize/configs/{kind}/{path.stem}.json")) == data
-            assert index[kind][path.stem] == data.get("aliases", [])
+            names = list(data.get("aliases", []))
+            if data.get("hf_id"):
+                names.append(data["hf_id"])
+            assert index[kind][path.stem] == names
 
 
 def test_installed_wheel_loads_every_spec(wheel, tmp_path):

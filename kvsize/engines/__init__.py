@@ -7,6 +7,8 @@ concurrency. Each engine lives in its own module, imported only when used.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from kvsize.engines.common import BudgetTerm, EngineEstimate, EngineSettings
 from kvsize.errors import InvalidInputError
 from kvsize.precision import Precision
@@ -42,7 +44,31 @@ def _kv_precision(model: ModelSpec, settings: EngineSettings) -> Precision:
         return parse_cache_type(settings.kv_cache_dtype)
     from kvsize.engines.common import kv_precision_for
 
-    return kv_precision_for(model, settings.kv_cache_dtype)
+    return kv_precision_for(model, settings.kv_cache_dtype, settings.engine)
+
+
+def _engine_warnings(model: ModelSpec, gpu: GpuSpec, settings: EngineSettings) -> list[str]:
+    """Warn about settings an engine accepts but that are unlikely to be what the user meant."""
+    from kvsize.engines.common import ENGINE_TITLES
+    from kvsize.units import format_bytes
+
+    warnings = []
+    kv_memory = settings.kv_cache_memory_bytes
+    if kv_memory is not None and kv_memory > gpu.memory_reported_bytes:
+        warnings.append(f"KV cache memory of {format_bytes(kv_memory)} per GPU is more than the "
+                        f"{format_bytes(gpu.memory_reported_bytes)} {gpu.name} reports")  # fmt: skip
+    length = settings.max_model_len
+    if length is not None and length > model.max_position_embeddings:
+        warning = (f"max_model_len of {length:,} tokens exceeds {model.id}'s max_position_embeddings "
+                   f"({model.max_position_embeddings:,})")  # fmt: skip
+        if settings.engine == "vllm":
+            warning += "; vLLM rejects it unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 is set"
+        elif settings.engine == "sglang":
+            warning += "; SGLang rejects it unless SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN=1 is set"
+        else:
+            warning += f"; the model was not trained for it and {ENGINE_TITLES[settings.engine]} may reject it"
+        warnings.append(warning)
+    return warnings
 
 
 def estimate_engine(model: ModelSpec, gpu: GpuSpec, settings: EngineSettings,
@@ -68,20 +94,15 @@ def estimate_engine(model: ModelSpec, gpu: GpuSpec, settings: EngineSettings,
     base = estimate(model, gpu, request)
 
     if engine == "vllm":
-        from kvsize.engines.vllm import estimate_vllm
-
-        return estimate_vllm(model, gpu, settings, base)
-    if engine == "sglang":
-        from kvsize.engines.sglang import estimate_sglang
-
-        return estimate_sglang(model, gpu, settings, base)
-    if engine == "trtllm":
-        from kvsize.engines.trtllm import estimate_trtllm
-
-        return estimate_trtllm(model, gpu, settings, base)
-    from kvsize.engines.llamacpp import estimate_llamacpp
-
-    return estimate_llamacpp(model, gpu, settings, base)
+        from kvsize.engines.vllm import estimate_vllm as profile
+    elif engine == "sglang":
+        from kvsize.engines.sglang import estimate_sglang as profile
+    elif engine == "trtllm":
+        from kvsize.engines.trtllm import estimate_trtllm as profile
+    else:
+        from kvsize.engines.llamacpp import estimate_llamacpp as profile
+    result = profile(model, gpu, settings, base)
+    return replace(result, warnings=tuple(_engine_warnings(model, gpu, settings)))
 
 
 __all__ = ["ENGINE_NAMES", "BudgetTerm", "EngineEstimate", "EngineSettings", "estimate_engine", "parse_engine_name"]

@@ -10,6 +10,7 @@ specs and integer bytes, and nothing prints or reads files.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -133,6 +134,23 @@ class EngineEstimate:
     fits: bool = True
     details: tuple[tuple[str, str], ...] = field(default=())
     notes: tuple[str, ...] = field(default=())
+    # The verdict for `settings.batch_size` requests of `max_model_len` tokens,
+    # spread over `settings.data_parallel_size` DP ranks that each hold a pool.
+    requests_per_dp_rank: int = 1
+    max_requests_per_dp_rank: int = 0
+    fit_reason: str = ""
+    warnings: tuple[str, ...] = field(default=())
+    kv_room_bytes: int | None = None  # llama.cpp: the memory free for its fixed-size cache
+
+    @property
+    def kv_budget_bytes(self) -> int:
+        """Memory per GPU the engine has for its KV cache: the pool's memory, or llama.cpp's room."""
+        return self.kv_room_bytes if self.kv_room_bytes is not None else self.kv_cache_memory_bytes
+
+    @property
+    def max_requests(self) -> int:
+        """Requests of `max_model_len` tokens that the pools of all DP ranks hold at once."""
+        return self.max_requests_per_dp_rank * self.settings.data_parallel_size
 
 
 # ---------------------------------------------------------------------------
@@ -158,10 +176,66 @@ def parse_version(text: str | None) -> tuple[int, ...] | None:
     return tuple(parts) or None
 
 
+# Release lines kvsize has rules for, as (lowest, highest) (major, minor), with
+# the wording the error lists. The upper ends are the newest versions in
+# the public logs kvsize is tested against (tests/data/engine_cases.yaml) or
+# the source read for the profile.
+KNOWN_VERSIONS = {
+    "vllm": (((0, 1), (0, 29)),
+             "v0 (the V0 engine), v1, or 0.1 to 0.29: V0 rules before 0.8, every layer sized as full attention "
+             "before 0.10, the hybrid allocator from 0.10, CUDA-graph memory subtracted from 0.21"),
+    "sglang": (((0, 4), (0, 5)), "0.4 to 0.5, which share one set of rules"),
+    "trtllm": (((0, 5), (1, 999)), "0.5 to 1.x, which share one set of rules"),
+}  # fmt: skip
+_VERSION_PATTERN = re.compile(r"v?\d+(?:\.\d+)+(?:\.?(?:post|rc|dev|a|b)\d*)*(?:\+[\w.]+)?", re.ASCII)
+
+
+def check_engine_version(engine: str, text: str) -> None:
+    """Reject an `--engine-version` kvsize has no rules for, listing the versions it has rules for."""
+    title = ENGINE_TITLES[engine]
+    if engine not in KNOWN_VERSIONS:
+        raise InvalidInputError(f"--engine-version is not used with {title}: kvsize applies one set of "
+                                f"{title} rules (2025 builds); drop the option")  # fmt: skip
+    (lowest, highest), wording = KNOWN_VERSIONS[engine]
+    cleaned = text.strip()
+    known = engine == "vllm" and cleaned.lower() in ("v0", "v1")
+    if not known and _VERSION_PATTERN.fullmatch(cleaned):
+        parsed = parse_version(cleaned)
+        known = parsed is not None and lowest <= parsed[:2] <= highest
+    if not known:
+        raise InvalidInputError(f"invalid value for --engine-version: {text!r}; kvsize knows {title} {wording}")
+
+
 def check_fraction(value: Decimal | None, option: str) -> None:
     """Reject a memory fraction outside (0, 1]."""
     if value is not None and not (value.is_finite() and 0 < value <= 1):
         raise InvalidInputError(f"invalid value for {option}: {value}; it must be greater than 0 and at most 1")
+
+
+def requests_per_dp_rank(settings: EngineSettings) -> int:
+    """Return the requests each data-parallel rank must hold: ceil(batch / dp)."""
+    return -(-settings.batch_size // settings.data_parallel_size)
+
+
+def pool_verdict(settings: EngineSettings, max_model_len: int, per_request: int, available: int,
+                 unit: str) -> tuple[bool, int, str]:  # fmt: skip
+    """Return whether the requests fit in one DP rank's pool, how many fit, and the reason in words.
+
+    `per_request` and `available` count the same `unit` (blocks, pages or
+    tokens): what one request of `max_model_len` tokens takes, and what the
+    pool of one DP rank has. The result is (fits, requests the pool holds, reason).
+    """
+    requests = requests_per_dp_rank(settings)
+    max_requests = available // per_request if per_request else 0
+    needed = requests * per_request
+    subject = f"{requests:,} request{'' if requests == 1 else 's'} of {max_model_len:,} tokens"
+    if settings.data_parallel_size > 1:
+        subject += f" per DP rank ({settings.batch_size:,} over {settings.data_parallel_size:,} DP ranks)"
+    verb = "needs" if requests == 1 else "need"
+    if needed <= available:
+        return True, max_requests, f"yes: {subject} {verb} {needed:,} of the pool's {available:,} {unit}"
+    return False, max_requests, (f"no: {subject} {verb} {needed:,} {unit}; the pool has {available:,}, "
+                                 f"enough for {max_requests:,}")  # fmt: skip
 
 
 def check_parallel_sizes(settings: EngineSettings) -> None:
@@ -181,6 +255,7 @@ def check_parallel_sizes(settings: EngineSettings) -> None:
 # name torch dtypes ("Using KV cache dtype: torch.float8_e4m3fn").
 _ENGINE_DTYPE_ALIASES = {
     "fp8_ds_mla": "fp8",
+    "fp8_inc": "fp8",
     "fp4_e2m1": "nvfp4",
     "float8_e4m3fn": "fp8_e4m3",
     "float8_e5m2": "fp8_e5m2",
@@ -188,12 +263,42 @@ _ENGINE_DTYPE_ALIASES = {
 }
 
 
-def kv_precision_for(model: ModelSpec, name: str | None) -> Precision:
-    """Return the KV precision for an engine's `--kv-cache-dtype`; `auto` means the model's activation dtype."""
+# The cache formats each engine stores, by kvsize's precision names, and the
+# wording of the error that lists them. Every engine also stores the model's
+# own dtype ("auto"). vLLM: vllm/config/cache.py CacheDType; SGLang:
+# server_args.py --kv-cache-dtype; TensorRT-LLM: its fp8, int8 and nvfp4 KV
+# cache quantization. llama.cpp's ggml types are checked in engines.llamacpp.
+_FLOAT_DTYPES = frozenset({"fp32", "fp16", "bf16"})
+_FP8_DTYPES = frozenset({"fp8", "fp8_e4m3", "fp8_e5m2"})
+ENGINE_KV_DTYPES = {
+    "vllm": (_FLOAT_DTYPES | _FP8_DTYPES | {"nvfp4"},
+             "auto (the model's dtype), fp16, bf16, fp32, fp8, fp8_e4m3, fp8_e5m2, fp8_inc, fp8_ds_mla or nvfp4"),
+    "sglang": (_FLOAT_DTYPES | _FP8_DTYPES | {"nvfp4"},
+               "auto (the model's dtype), fp16, bf16, fp32, fp8_e4m3, fp8_e5m2 or fp4_e2m1 (nvfp4)"),
+    "trtllm": (_FLOAT_DTYPES | _FP8_DTYPES | {"int8", "nvfp4"},
+               "auto (the model's dtype), fp16, bf16, fp32, fp8, int8 or nvfp4"),
+}  # fmt: skip
+ENGINE_TITLES = {"vllm": "vLLM", "sglang": "SGLang", "trtllm": "TensorRT-LLM", "llama.cpp": "llama.cpp"}
+
+
+def kv_precision_for(model: ModelSpec, name: str | None, engine: str | None = None) -> Precision:
+    """Return the KV precision for an engine's `--kv-cache-dtype`; `auto` means the model's activation dtype.
+
+    With `engine`, a format that engine cannot store is rejected.
+    """
     if name is None or name.strip().lower() == "auto":
         return parse_precision(default_kv_dtype(model))
     cleaned = name.strip().lower().removeprefix("torch.")
-    return parse_precision(_ENGINE_DTYPE_ALIASES.get(cleaned, cleaned))
+    if engine not in ENGINE_KV_DTYPES:
+        return parse_precision(_ENGINE_DTYPE_ALIASES.get(cleaned, cleaned))
+    stored, wording = ENGINE_KV_DTYPES[engine]
+    try:
+        precision = parse_precision(_ENGINE_DTYPE_ALIASES.get(cleaned, cleaned))
+    except InvalidInputError:
+        precision = None
+    if precision is None or precision.name not in stored:
+        raise InvalidInputError(f"invalid KV cache dtype {name!r} for {ENGINE_TITLES[engine]}: it stores {wording}")
+    return precision
 
 
 # ---------------------------------------------------------------------------

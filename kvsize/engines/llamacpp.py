@@ -15,6 +15,8 @@ store blocks of 32 values with fp16 scales: q8_0 is 34 bytes per block, q4_0
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from kvsize.engines.common import (
     CUDA_CONTEXT_BYTES,
     BudgetTerm,
@@ -28,7 +30,7 @@ from kvsize.engines.common import (
 from kvsize.errors import InvalidInputError
 from kvsize.layers import LatentAttention, RecurrentState, SlidingWindowAttention
 from kvsize.precision import Precision, parse_precision
-from kvsize.sizing import Estimate, bits_to_bytes
+from kvsize.sizing import MAX_BATCH_SIZE, Estimate, bits_to_bytes
 from kvsize.specs import GpuSpec, ModelSpec
 from kvsize.units import format_bytes
 
@@ -48,17 +50,24 @@ GGML_CACHE_TYPES = {
 CACHE_TYPE_HELP = "f16, bf16, f32, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl"
 
 
+# llama.cpp's float cache types, with the kvsize spellings of the same formats.
+_FLOAT_CACHE_TYPES = {"f16": "fp16", "fp16": "fp16", "float16": "fp16", "auto": "fp16",
+                      "bf16": "bf16", "bfloat16": "bf16", "f32": "fp32", "fp32": "fp32", "float32": "fp32"}  # fmt: skip
+
+
 def parse_cache_type(name: str | None) -> Precision:
-    """Return the precision of a llama.cpp `--cache-type-k` value (f16 when not given)."""
+    """Return the precision of a llama.cpp `--cache-type-k` value (f16 when not given).
+
+    Only the types llama.cpp's --cache-type-k accepts are taken: it has no
+    fp8, int4 or nvfp4 cache.
+    """
     cleaned = (name or "f16").strip().lower()
     if cleaned in GGML_CACHE_TYPES:
         bits, values, overhead = GGML_CACHE_TYPES[cleaned]
         return Precision(cleaned, bits, values, overhead)
-    aliases = {"f16": "fp16", "f32": "fp32", "auto": "fp16"}
-    try:
-        return parse_precision(aliases.get(cleaned, cleaned))
-    except InvalidInputError:
-        raise InvalidInputError(f"invalid llama.cpp cache type {name!r}; expected one of {CACHE_TYPE_HELP}") from None
+    if cleaned in _FLOAT_CACHE_TYPES:
+        return parse_precision(_FLOAT_CACHE_TYPES[cleaned])
+    raise InvalidInputError(f"invalid KV cache dtype {name!r} for llama.cpp: its cache types are {CACHE_TYPE_HELP}")
 
 
 def pad_cells(cells: int, padding: int) -> int:
@@ -81,22 +90,23 @@ def layer_bytes_per_cell(layer: object, precision: Precision) -> int:
     return bits_to_bytes(layer.bits_per_token(precision, 1))  # type: ignore[attr-defined]
 
 
-def estimate_llamacpp(model: ModelSpec, gpu: GpuSpec, settings: EngineSettings, base: Estimate) -> EngineEstimate:
-    """Size llama.cpp's KV cache for `batch_size` sequences of `context_tokens` and check it fits."""
-    if settings.tensor_parallel_size != 1:
-        raise InvalidInputError("llama.cpp splits layers across GPUs rather than heads; use "
-                                "--pipeline-parallel-size for the number of GPUs")  # fmt: skip
-    precision = parse_cache_type(settings.kv_cache_dtype)
-    n_seq = settings.batch_size
+@dataclass(frozen=True)
+class _Cache:
+    cells: int
+    kv_bytes: int  # on the GPU with the most, over its layers
+    bytes_per_cell: int  # on that GPU, every layer counted as full
+    window_cells: int | None
+
+
+def _cache_for(model: ModelSpec, settings: EngineSettings, precision: Precision, n_seq: int) -> _Cache:
+    """Size the cache llama.cpp allocates for `n_seq` sequences of `context_tokens` each."""
     ubatch = settings.ubatch_size or DEFAULT_UBATCH_SIZE
     padding = FLASH_ATTN_PADDING if settings.flash_attn else DEFAULT_PADDING
     cells = pad_cells(settings.context_tokens * n_seq, padding)
-    stages = pipeline_stages(model, settings.pipeline_parallel_size)
-
     window = None
     kv_bytes = 0
     per_cell = 0
-    for stage in stages:
+    for stage in pipeline_stages(model, settings.pipeline_parallel_size):
         stage_bytes = 0
         stage_per_cell = 0
         for index in stage:
@@ -112,6 +122,38 @@ def estimate_llamacpp(model: ModelSpec, gpu: GpuSpec, settings: EngineSettings, 
                 stage_bytes += n_seq * bits_to_bytes(layer.state_bits(1))
         if stage_bytes > kv_bytes:
             kv_bytes, per_cell = stage_bytes, stage_per_cell
+    return _Cache(cells, kv_bytes, per_cell, window)
+
+
+def _max_sequences(model: ModelSpec, settings: EngineSettings, precision: Precision, room: int) -> int:
+    """Return the most sequences of `context_tokens` whose cache fits in `room` bytes (0 when one does not)."""
+    if room <= 0 or _cache_for(model, settings, precision, 1).kv_bytes > room:
+        return 0
+    low, high = 1, 2
+    while high <= MAX_BATCH_SIZE and _cache_for(model, settings, precision, high).kv_bytes <= room:
+        low, high = high, high * 2
+    high = min(high, MAX_BATCH_SIZE + 1)
+    # The cache grows with the sequence count, so bisect between a count that fits and one that does not.
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _cache_for(model, settings, precision, middle).kv_bytes <= room:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def estimate_llamacpp(model: ModelSpec, gpu: GpuSpec, settings: EngineSettings, base: Estimate) -> EngineEstimate:
+    """Size llama.cpp's KV cache for `batch_size` sequences of `context_tokens` and check it fits."""
+    if settings.tensor_parallel_size != 1:
+        raise InvalidInputError("llama.cpp splits layers across GPUs rather than heads; use "
+                                "--pipeline-parallel-size for the number of GPUs")  # fmt: skip
+    precision = parse_cache_type(settings.kv_cache_dtype)
+    n_seq = settings.batch_size
+    ubatch = settings.ubatch_size or DEFAULT_UBATCH_SIZE
+    padding = FLASH_ATTN_PADDING if settings.flash_attn else DEFAULT_PADDING
+    cache = _cache_for(model, settings, precision, n_seq)
+    cells, kv_bytes, per_cell, window = cache.cells, cache.kv_bytes, cache.bytes_per_cell, cache.window_cells
 
     total, driver_term = engine_visible_memory(gpu, settings)
     terms = [BudgetTerm("GPU memory", total + (driver_term.bytes if driver_term else 0), 1, gpu.memory_reported_estimated)]
@@ -123,11 +165,24 @@ def estimate_llamacpp(model: ModelSpec, gpu: GpuSpec, settings: EngineSettings, 
     compute = activation_peak_bytes(model, ubatch, ubatch, 1)
     terms.append(BudgetTerm("compute buffer", compute, -1, True, f"n_ubatch {ubatch}"))
     room = total - CUDA_CONTEXT_BYTES - weights - compute
+    room_origin = "left after the weights, CUDA context and compute buffer"
     if settings.kv_cache_memory_bytes is not None:
         # Memory the user knows is free for the cache replaces the estimate of the room left.
-        terms = [BudgetTerm("KV cache memory (given)", settings.kv_cache_memory_bytes, 1, False)]
+        terms = [BudgetTerm("memory free for the KV cache (given)", settings.kv_cache_memory_bytes, 1, False)]
         room = settings.kv_cache_memory_bytes
+        room_origin = "given as free for it"
     terms.append(BudgetTerm("KV cache", kv_bytes, -1, False, f"{cells:,} cells"))
+
+    plural = "sequence" if n_seq == 1 else "sequences"
+    subject = f"{n_seq:,} {plural} of {settings.context_tokens:,} tokens take {format_bytes(kv_bytes)} ({cells:,} cells)"
+    fits = kv_bytes <= room
+    max_requests = _max_sequences(model, settings, precision, room)
+    if fits:
+        reason = f"yes: {subject} of the {format_bytes(room)} {room_origin}"
+    elif room <= 0:
+        reason = f"no: the weights, CUDA context and compute buffer exceed the GPU's memory by {format_bytes(-room)}"
+    else:
+        reason = f"no: {subject}, more than the {format_bytes(room)} {room_origin}, which has room for {max_requests:,}"
 
     notes = []
     if window is not None:
@@ -147,9 +202,13 @@ def estimate_llamacpp(model: ModelSpec, gpu: GpuSpec, settings: EngineSettings, 
         kv_cache_tokens=cells,
         max_concurrency=cells / settings.context_tokens,
         sliding_window_tokens=window,
-        fits=kv_bytes <= room,
+        fits=fits,
         details=(("room for KV", f"{format_bytes(room)} per GPU"),),
         notes=tuple(notes),
+        requests_per_dp_rank=n_seq,
+        max_requests_per_dp_rank=max_requests,
+        fit_reason=reason,
+        kv_room_bytes=room,
     )
 
 

@@ -41,6 +41,8 @@ from kvsize.engines.common import (
     kv_precision_for,
     pipeline_stages,
     plain_layer_bytes_per_token,
+    pool_verdict,
+    requests_per_dp_rank,
     weights_per_gpu,
 )
 from kvsize.engines.vllm import INDEXER_QUANT_BLOCK
@@ -49,6 +51,7 @@ from kvsize.layers import LatentAttention, SlidingWindowAttention
 from kvsize.precision import Precision
 from kvsize.sizing import Estimate, bits_to_bytes
 from kvsize.specs import GpuSpec, ModelSpec
+from kvsize.units import format_bytes
 
 # SGLang derives its default mem_fraction_static from the GPU's memory and the
 # parallel sizes; 0.88 is an estimate of that choice for a large GPU at TP 1.
@@ -88,7 +91,7 @@ def mla_cell_bytes(layer: LatentAttention, precision: Precision) -> tuple[int, i
 def estimate_sglang(model: ModelSpec, gpu: GpuSpec, settings: EngineSettings, base: Estimate) -> EngineEstimate:
     """Predict the KV pool SGLang allocates for `model` on `gpu` with `settings`."""
     check_fraction(settings.mem_fraction_static, "--mem-fraction-static")
-    precision = kv_precision_for(model, settings.kv_cache_dtype)
+    precision = kv_precision_for(model, settings.kv_cache_dtype, "sglang")
     attn_tp = attention_tp_size(settings)
     page_size = settings.block_size or DEFAULT_PAGE_SIZE
     max_model_len = settings.max_model_len or settings.context_tokens
@@ -168,6 +171,18 @@ def estimate_sglang(model: ModelSpec, gpu: GpuSpec, settings: EngineSettings, ba
         details.append(("KV size (latent only)", f"{stored_total:,} bytes, the figure SGLang prints"))
     if settings.pipeline_parallel_size > 1:
         details.append(("pipeline stages", f"{[len(stage) for stage in stages]} layers"))
+    if settings.data_parallel_size > 1:
+        layout = ("DP attention ranks inside the TP group" if settings.enable_dp_attention
+                  else "replicas of TP x PP")  # fmt: skip
+        details.append(("data parallel", f"{settings.data_parallel_size:,} {layout}, each with this pool"))
+
+    # A request takes whole pages of its tokens in the full pool.
+    per_request = -(-max_model_len // page_size) * page_size
+    fits, max_requests, reason = pool_verdict(settings, max_model_len, per_request, tokens, "tokens")
+    if rest <= 0:
+        fits = False
+        reason = (f"no: the weights exceed the static memory SGLang keeps by {format_bytes(-rest)} per GPU; "
+                  "raise --mem-fraction-static or use more GPUs")  # fmt: skip
 
     return EngineEstimate(
         engine="sglang",
@@ -185,9 +200,12 @@ def estimate_sglang(model: ModelSpec, gpu: GpuSpec, settings: EngineSettings, ba
         max_concurrency=tokens / max_model_len,
         num_gpu_blocks=tokens // page_size if page_size > 1 else None,
         sliding_window_tokens=swa_tokens,
-        fits=rest > 0 and tokens >= max_model_len,
+        fits=fits,
         details=tuple(details),
         notes=tuple(notes),
+        requests_per_dp_rank=requests_per_dp_rank(settings),
+        max_requests_per_dp_rank=max_requests,
+        fit_reason=reason,
     )
 
 

@@ -37,10 +37,13 @@ from kvsize.engines.common import (
     non_torch_bytes,
     pipeline_stages,
     plain_layer_bytes_per_token,
+    pool_verdict,
+    requests_per_dp_rank,
     weights_per_gpu,
 )
 from kvsize.sizing import Estimate
 from kvsize.specs import GpuSpec, ModelSpec
+from kvsize.units import format_bytes
 
 DEFAULT_FREE_GPU_MEMORY_FRACTION = Decimal("0.9")
 DEFAULT_TOKENS_PER_BLOCK = 32
@@ -72,7 +75,7 @@ def _estimate_free_memory(model: ModelSpec, gpu: GpuSpec, settings: EngineSettin
 def estimate_trtllm(model: ModelSpec, gpu: GpuSpec, settings: EngineSettings, base: Estimate) -> EngineEstimate:
     """Predict the KV pool TensorRT-LLM allocates for `model` on `gpu` with `settings`."""
     check_fraction(settings.free_gpu_memory_fraction, "--free-gpu-memory-fraction")
-    precision = kv_precision_for(model, settings.kv_cache_dtype)
+    precision = kv_precision_for(model, settings.kv_cache_dtype, "trtllm")
     tp = settings.tensor_parallel_size
     tokens_per_block = settings.block_size or DEFAULT_TOKENS_PER_BLOCK
     max_model_len = settings.max_model_len or settings.context_tokens
@@ -87,6 +90,7 @@ def estimate_trtllm(model: ModelSpec, gpu: GpuSpec, settings: EngineSettings, ba
 
     terms: list[BudgetTerm] = []
     fraction = settings.free_gpu_memory_fraction or DEFAULT_FREE_GPU_MEMORY_FRACTION
+    free_memory = None
     if settings.kv_cache_memory_bytes is not None:
         kv_memory = settings.kv_cache_memory_bytes
         terms.append(BudgetTerm("KV cache memory (given)", kv_memory, 1, False))
@@ -106,6 +110,13 @@ def estimate_trtllm(model: ModelSpec, gpu: GpuSpec, settings: EngineSettings, ba
     num_blocks = kv_memory // block_bytes if block_bytes else 0
     tokens = num_blocks * tokens_per_block
     blocks_per_request = -(-max_model_len // tokens_per_block)
+    fits, max_requests, reason = pool_verdict(settings, max_model_len, blocks_per_request, num_blocks,
+                                      f"blocks of {tokens_per_block} tokens")  # fmt: skip
+    if kv_memory <= 0:
+        fits = False
+        reason = "no: no memory is left for the KV cache"
+        if free_memory is not None and free_memory < 0:
+            reason = f"no: the weights and overhead exceed the GPU's memory by {format_bytes(-free_memory)} per GPU"
     notes = []
     if any(getattr(layer, "sliding_window", None) for layer in model.layers):
         notes.append("sliding-window layers are sized like full layers in each block, so the "
@@ -125,9 +136,12 @@ def estimate_trtllm(model: ModelSpec, gpu: GpuSpec, settings: EngineSettings, ba
         kv_cache_tokens=tokens,
         max_concurrency=num_blocks / blocks_per_request,
         num_gpu_blocks=num_blocks,
-        fits=num_blocks >= blocks_per_request,
+        fits=fits,
         details=(("block", f"{tokens_per_block} tokens x {bytes_per_token:,} bytes = {block_bytes:,} bytes"),),
         notes=tuple(notes),
+        requests_per_dp_rank=requests_per_dp_rank(settings),
+        max_requests_per_dp_rank=max_requests,
+        fit_reason=reason,
     )
 
 

@@ -50,6 +50,8 @@ from kvsize.engines.common import (
     parse_version,
     pipeline_stages,
     plain_layer_bytes_per_token,
+    pool_verdict,
+    requests_per_dp_rank,
     weights_per_gpu,
 )
 from kvsize.errors import InvalidInputError
@@ -57,7 +59,7 @@ from kvsize.layers import LatentAttention, RecurrentState
 from kvsize.precision import Precision
 from kvsize.sizing import DEFAULT_GPU_MEMORY_UTILIZATION, Estimate, bits_to_bytes
 from kvsize.specs import GpuSpec, ModelSpec
-from kvsize.units import GiB
+from kvsize.units import GiB, format_bytes
 
 DEFAULT_BLOCK_SIZE = 16
 FLASHMLA_BLOCK_SIZE = 64
@@ -121,6 +123,32 @@ def default_scheduler_limits(gpu: GpuSpec, gpu_memory_bytes: int) -> tuple[int, 
     if gpu_memory_bytes >= LARGE_GPU_BYTES and not gpu.id.startswith("a100"):
         return 8192, 1024
     return 2048, 256
+
+
+def scheduler_limits(gpu: GpuSpec, settings: EngineSettings) -> tuple[int, int]:
+    """Return the (max_num_batched_tokens, max_num_seqs) vLLM runs with: the settings, else its defaults."""
+    total, _ = engine_visible_memory(gpu, settings)
+    default_tokens, default_seqs = default_scheduler_limits(gpu, total)
+    if uses_v0(settings):
+        max_model_len = settings.max_model_len or settings.context_tokens
+        default_tokens = 2048 if max_model_len > 32768 else max(max_model_len, 2048)
+        default_seqs = 256
+    return settings.max_num_batched_tokens or default_tokens, settings.max_num_seqs or default_seqs
+
+
+def check_scheduler_limits(gpu: GpuSpec, settings: EngineSettings) -> None:
+    """Reject what vLLM's SchedulerConfig rejects at startup: fewer batched tokens than sequences.
+
+    Only for settings a user typed: a log's settings passed this check when
+    the server started, and kvsize's defaults for the ones a log does not
+    print can differ from the server's.
+    """
+    batched, seqs = scheduler_limits(gpu, settings)
+    if batched < seqs:
+        seqs_origin = "" if settings.max_num_seqs else f", vLLM's default on {gpu.name}"
+        raise InvalidInputError(f"invalid value for --max-num-batched-tokens: {batched:,} is below max_num_seqs "
+                                f"({seqs:,}{seqs_origin}); vLLM requires at least one token per sequence, "
+                                "so raise it or lower --max-num-seqs")  # fmt: skip
 
 
 def mla_bytes_per_token(layer: LatentAttention, precision: Precision) -> int:
@@ -287,12 +315,7 @@ def estimate_vllm(model: ModelSpec, gpu: GpuSpec, settings: EngineSettings, base
     stages = pipeline_stages(model, settings.pipeline_parallel_size)
 
     total, driver_term = engine_visible_memory(gpu, settings)
-    default_tokens, default_seqs = default_scheduler_limits(gpu, total)
-    if v0:
-        default_tokens = 2048 if max_model_len > 32768 else max(max_model_len, 2048)
-        default_seqs = 256
-    max_num_batched_tokens = settings.max_num_batched_tokens or default_tokens
-    max_num_seqs = settings.max_num_seqs or default_seqs
+    max_num_batched_tokens, max_num_seqs = scheduler_limits(gpu, settings)
 
     terms: list[BudgetTerm] = []
     notes: list[str] = []
@@ -333,6 +356,7 @@ def estimate_vllm(model: ModelSpec, gpu: GpuSpec, settings: EngineSettings, base
         num_cpu_blocks = CPU_SWAP_BYTES // cache_block_bytes
         tokens = num_gpu_blocks * block_size
         max_concurrency = tokens / max_model_len
+        blocks_per_request = -(-max_model_len // block_size)
         bytes_per_token = stage_bytes
         details = [("block pool", f"{num_gpu_blocks:,} blocks x {block_size} tokens; every layer sized as full attention")]
         rules = "vLLM V0"
@@ -344,6 +368,7 @@ def estimate_vllm(model: ModelSpec, gpu: GpuSpec, settings: EngineSettings, base
         # max_model_len) as the token line; the kv_cache_utils.py read here still prints the line below.
         tokens = num_gpu_blocks // pool.num_groups * pool.min_block_size
         max_concurrency = num_gpu_blocks / pool.blocks_per_request if pool.blocks_per_request else 0.0
+        blocks_per_request = pool.blocks_per_request
         bytes_per_token = pool.bytes_per_token_per_gpu
         block_size = pool.min_block_size
         sliding_tokens = pool.sliding_tokens
@@ -361,9 +386,18 @@ def estimate_vllm(model: ModelSpec, gpu: GpuSpec, settings: EngineSettings, base
     if settings.pipeline_parallel_size > 1:
         sizes = [len(stage) for stage in stages]
         details.append(("pipeline stages", f"{sizes} layers; the pool follows the stage with the most KV per token"))
-    if available < 0:
-        notes.append("the weights and overhead exceed the memory vLLM may use; vLLM stops with "
-                     "'No available memory for the cache blocks'")  # fmt: skip
+    if settings.data_parallel_size > 1:
+        # NOTE: every DP rank is sized with a whole copy of the weights. With expert
+        # parallelism vLLM spreads MoE experts over all DP x TP GPUs, leaving more for the cache.
+        details.append(("data parallel", f"{settings.data_parallel_size:,} replicas of TP x PP, each with this pool"))
+    fits, max_requests, reason = pool_verdict(settings, max_model_len, blocks_per_request, num_gpu_blocks,
+                                      f"blocks of {block_size} tokens")  # fmt: skip
+    if available <= 0:
+        fits = False
+        reason = (f"no: the weights and overhead exceed the memory vLLM may use by {format_bytes(-available)} "
+                  "per GPU; vLLM stops with 'No available memory for the cache blocks'")  # fmt: skip
+    elif max_requests < 1:
+        reason += "; vLLM refuses to start when one request of max_model_len does not fit, so lower --max-model-len"
 
     return EngineEstimate(
         engine="vllm",
@@ -382,9 +416,12 @@ def estimate_vllm(model: ModelSpec, gpu: GpuSpec, settings: EngineSettings, base
         num_gpu_blocks=num_gpu_blocks,
         num_cpu_blocks=num_cpu_blocks,
         sliding_window_tokens=sliding_tokens,
-        fits=available > 0 and max_concurrency >= 1,
+        fits=fits,
         details=tuple(details),
         notes=tuple(notes),
+        requests_per_dp_rank=requests_per_dp_rank(settings),
+        max_requests_per_dp_rank=max_requests,
+        fit_reason=reason,
     )
 
 
@@ -435,6 +472,7 @@ __all__ = [
     "default_block_size",
     "estimate_max_model_len",
     "estimate_vllm",
+    "check_scheduler_limits",
     "mla_bytes_per_token",
     "needed_bytes_for_one_request",
     "uses_v0",
