@@ -103,8 +103,15 @@ def technique_options(kv_quant_axis="token", kv_outlier_fraction=None, kv_keep_r
 
 
 def _stdout_console():
+    import os
+
     from rich.console import Console
 
+    # NO_COLOR (no-color.org) and TERM=dumb ask for plain text: Rich would drop
+    # colours but keep bold and italics, so all styling is switched off.
+    plain = bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb"
+    if plain:
+        return Console(highlight=False, soft_wrap=False, color_system=None)
     return Console(highlight=False, soft_wrap=False)
 
 
@@ -302,7 +309,7 @@ def _command_name(argv: list[str] | None) -> str:
         elif not part.startswith("-"):
             name = part
             break
-    known = {_registered_name(info) for info in app.registered_commands}
+    known = set(_COMMAND_MODULES) | {_registered_name(info) for info in app.registered_commands}
     return name if name in known else ""
 
 
@@ -319,7 +326,11 @@ def _app_for(arguments: list[str]) -> typer.Typer:
     """
     name = _command_name(arguments)
     if not name:
-        return app
+        return load_all_commands()
+    if name in _COMMAND_MODULES:
+        import importlib
+
+        importlib.import_module(_COMMAND_MODULES[name])
     single = _new_app()
     single.registered_callback = app.registered_callback
     single.registered_commands = [info for info in app.registered_commands if _registered_name(info) == name]
@@ -371,7 +382,27 @@ def main() -> None:
     sys.exit(run())
 
 
-# Commands defined in other modules register themselves on `app` when imported.
-from kvsize import cli_catalog, cli_plan  # noqa: E402,F401
-from kvsize import cli_specs  # noqa: E402,F401  (registers import and schema)
-from kvsize import cli_engine  # noqa: E402,F401  (registers log)
+# Commands defined in other modules register themselves on `app` when their
+# module is imported. Running one command imports only its module; help and
+# unknown commands import them all (load_all_commands).
+_COMMAND_MODULES = {
+    "compare": "kvsize.cli_plan",
+    "plan": "kvsize.cli_plan",
+    "check": "kvsize.cli_plan",
+    "curve": "kvsize.cli_plan",
+    "models": "kvsize.cli_catalog",
+    "gpus": "kvsize.cli_catalog",
+    "show": "kvsize.cli_catalog",
+    "import": "kvsize.cli_specs",
+    "schema": "kvsize.cli_specs",
+    "log": "kvsize.cli_engine",
+}
+
+
+def load_all_commands() -> typer.Typer:
+    """Import every command module, so that `app` has every command, and return it."""
+    import importlib
+
+    for module in dict.fromkeys(_COMMAND_MODULES.values()):
+        importlib.import_module(module)
+    return app

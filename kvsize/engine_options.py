@@ -8,7 +8,7 @@ error and exit code 2.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated, Optional
 
 import typer
@@ -119,22 +119,17 @@ VLLM_BLOCK_SIZES = (1, 8, 16, 32, 64, 128, 256)
 def _positive_int(text: str | None, option: str) -> int | None:
     if text is None:
         return None
-    cleaned = text.strip()
-    if not cleaned.isascii() or not cleaned.isdigit() or int(cleaned) < 1:
-        raise InvalidInputError(f"invalid value for {option}: {text!r}; expected a whole number of at least 1")
-    return int(cleaned)
+    from kvsize.options import parse_positive_int
+
+    return parse_positive_int(text, option)
 
 
 def _fraction(text: str | None, option: str) -> Decimal | None:
     if text is None:
         return None
-    try:
-        value = Decimal(text.strip())
-    except InvalidOperation:
-        raise InvalidInputError(f"invalid value for {option}: {text!r}; expected a number in (0, 1], e.g. 0.9") from None
-    if not value.is_finite() or not 0 < value <= 1:
-        raise InvalidInputError(f"invalid value for {option}: {text!r}; it must be greater than 0 and at most 1")
-    return value
+    from kvsize.options import parse_fraction
+
+    return parse_fraction(text, option)
 
 
 def reject_options_without_engine_meaning(options: dict[str, object]) -> None:

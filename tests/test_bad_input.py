@@ -324,3 +324,15 @@ def test_show_reads_gpu_file(cli):
     code, out, _ = cli("show", str(path), "--json")
     assert code == 0
     assert json.loads(out)["id"] == "h100-sxm"
+
+
+@pytest.mark.parametrize("variable", [("NO_COLOR", "1"), ("TERM", "dumb")])
+def test_plain_text_on_a_terminal(cli, monkeypatch, variable):
+    """NO_COLOR and TERM=dumb turn off bold and italics too, even where Rich sees a terminal."""
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv(*variable)
+    code, out, _ = cli("estimate", "--model", "llama3.1-8b", "--ctx", "8k")
+    assert code == 0
+    assert "KV per token" in out
+    assert "\x1b[" not in out
