@@ -16,6 +16,7 @@ of every YAML file with the C parser.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -104,11 +105,7 @@ def _parse(kind: SpecKind, text: str, path: str, expected_id: str | None, data: 
 def load_spec_file(kind: SpecKind, path: str | Path) -> ModelSpec | GpuSpec:
     """Load and validate one spec file given by path; the id must equal the file name."""
     file_path = Path(path)
-    try:
-        exists = file_path.exists()
-    except (OSError, RuntimeError):
-        exists = True  # let the read below report the loop or the permission problem
-    if not exists:
+    if not os.path.lexists(file_path):
         raise NotFoundError(f"spec file not found: {path}")
     text = _read_text(file_path, str(path))
     return _parse(kind, text, str(path), file_path.stem)
@@ -205,7 +202,7 @@ def resolve_id(kind: SpecKind, name: str) -> str:
 
 def _load(kind: SpecKind, name: str, parse_file: Callable[[str | Path], Spec]) -> Spec:
     looks_like_file = name.endswith((".yaml", ".yml")) or "/" in name or "\\" in name
-    if looks_like_file and Path(name).exists():
+    if looks_like_file and os.path.lexists(name):  # lexists: a symlink loop is reported, not skipped
         return parse_file(name)
     from kvsize.user_specs import find_user_spec
 
@@ -229,6 +226,8 @@ def load_model(name: str) -> ModelSpec:
 
     User spec folders (kvsize.user_specs) are searched before the built-in catalog.
     """
+    if not name.strip():
+        raise NotFoundError("empty model name; give an id from 'kvsize models', a spec file or a model folder")
     from kvsize.model_sources import load_external_model
 
     external = load_external_model(name)

@@ -237,11 +237,14 @@ def validate(
 
 def _spec_kind(path) -> str:
     """Tell a GPU spec from a model spec by its folder, else by its GPU-only fields."""
-    if path.resolve().parent.name in ("gpus", "models"):
-        return path.resolve().parent.name
     try:
+        folder = path.resolve().parent.name
+        if folder in ("gpus", "models"):
+            return folder
+        if not path.is_file() or path.stat().st_size > 1024 * 1024:
+            return "models"  # the loader then reports what is wrong with the path
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+    except (OSError, RuntimeError, UnicodeDecodeError):
         return "models"
     gpu_fields = ("memory_reported_bytes:", "memory_marketed_gb:", "memory_bandwidth_gb_per_s:", "vendor:")
     return "gpus" if any(line.startswith(gpu_fields) for line in text.splitlines()) else "models"

@@ -99,7 +99,8 @@ def _print_listing(kind: str, rows: list[dict[str, Any]], columns, chosen_format
     else:
         from kvsize.render import print_rows
 
-        print_rows(_stdout_console(), columns, rows, f"{len(rows)} {kind}")
+        noun = {"models": "model", "gpus": "GPU"}[kind] + ("" if len(rows) == 1 else "s")
+        print_rows(_stdout_console(), columns, rows, f"{len(rows)} {noun}")
 
 
 @app.command()

@@ -18,7 +18,11 @@ from kvsize.errors import InvalidInputError
 
 
 def _read_log(file: str) -> str:
+    if not file.strip():
+        raise InvalidInputError("empty log file name; give a log file, or '-' to read stdin")
     if file == "-":
+        if sys.stdin is None or sys.stdin.closed:
+            raise InvalidInputError("stdin is closed: pipe a startup log into 'kvsize log -'")
         text = sys.stdin.read()
         if not text.strip():
             raise InvalidInputError("empty log on stdin: pipe a startup log into 'kvsize log -'")

@@ -244,7 +244,8 @@ def plan(
         candidates, warnings = catalog_with_user_specs("gpus")
         print_warnings(warnings)
     else:
-        candidates = [load_gpu(name) for name in split_values(gpu, "--gpu")]
+        loaded = [load_gpu(name) for name in split_values(gpu, "--gpu")]
+        candidates = list({spec.id: spec for spec in reversed(loaded)}.values())[::-1]  # each GPU once, first order
     options = run_plan(model_spec, candidates, request)
 
     rows = []

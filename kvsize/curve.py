@@ -116,4 +116,6 @@ def draw_chart(series: Sequence[Series], gpu: GpuSpec, width: int = 80, height: 
 
     legend = ", ".join(f"{_MARKERS[index % len(_MARKERS)]} {item.model_id}" for index, item in enumerate(series))
     lines.append(f"{legend}; - usable memory of {gpu.id} ({usable / GiB:.1f} GiB per GPU); weights + reserve + KV per GPU")
+    if len(series) > 1:
+        lines.append("where curves meet, the marker of the model listed later is drawn")
     return "\n".join(lines)

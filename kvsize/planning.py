@@ -79,7 +79,8 @@ def compare(
             continue
         rows.append(estimate(model, gpu, request))
     if not rows and problems:
-        raise InvalidInputError(problems[0])
+        reasons = "; ".join(problem.removeprefix("skipped ") for problem in dict.fromkeys(problems))
+        raise InvalidInputError(f"no combination can be sized: {reasons}")
     if skipped is not None:
         skipped.extend(dict.fromkeys(problems))
     return rows

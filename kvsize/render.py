@@ -19,7 +19,7 @@ _KIND_LABELS = {
     "chunked": "chunked local",
     "mla": "MLA latent",
     "state": "recurrent state",
-    "shared": "shared KV (stores nothing)",
+    "shared": "shared KV",
 }
 
 
@@ -51,7 +51,7 @@ def _breakdown_rows(result: Estimate) -> list[tuple[str, str]]:
         if usage.kind == "state":
             value = f"{format_bytes(usage.state_bytes_per_sequence_per_gpu)} per sequence per GPU, fixed"
         elif usage.kind == "shared":
-            value = "0 bytes"
+            value = "0 bytes: each reads the cache of an earlier layer"
         else:
             value = (
                 f"{format_bytes(usage.bytes_per_token)}/token, "
@@ -147,6 +147,8 @@ def estimate_table(result: Estimate, gpu_is_default: bool = False, alternatives:
 def _suggestion(alternatives: list[str]) -> str:
     if not alternatives:
         return "no single option change fits; run 'kvsize plan' to search GPU types and counts"
+    if len(alternatives) == 1:
+        return f"this fits: {alternatives[0]}"
     return "each of these fits on its own: " + ", ".join(alternatives)
 
 

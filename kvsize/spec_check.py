@@ -10,6 +10,8 @@ name), which reports the first such problem.
 
 from __future__ import annotations
 
+import os
+
 import difflib
 import re
 from pathlib import Path
@@ -166,7 +168,11 @@ def check_spec_file(kind: str, path: Path) -> tuple[list[str], ModelSpec | GpuSp
 
     display = str(path)
     problems = _Problems(display)
-    if not path.is_file():
+    try:
+        exists = os.path.lexists(path)
+    except OSError:
+        exists = True
+    if not exists:
         return [f"{display}: file not found"], None
     try:
         mapping = parse_yaml_mapping(read_spec_text(path, display), display)

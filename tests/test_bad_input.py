@@ -336,3 +336,34 @@ def test_plain_text_on_a_terminal(cli, monkeypatch, variable):
     assert code == 0
     assert "KV per token" in out
     assert "\x1b[" not in out
+
+
+def test_symlink_loop_and_device(cli, tmp_path):
+    first, second = tmp_path / "loop1.yaml", tmp_path / "loop2.yaml"
+    first.symlink_to(second)
+    second.symlink_to(first)
+    for args in (["validate", str(first)], ["estimate", "--model", str(first), "--ctx", "8k"]):
+        code, out, err = cli(*args)
+        assert code == 2
+        assert "Traceback" not in err
+        assert "loop1.yaml" in err
+    code, _, err = cli("validate", "/dev/null")
+    assert code == 2
+    assert "not a regular file" in err
+
+
+@pytest.mark.parametrize("args", [["estimate", "--model", "", "--ctx", "8k"], ["log", ""]])
+def test_empty_names(cli, args):
+    code, out, err = cli(*args)
+    _assert_one_error(code, out, err, "empty")
+
+
+def test_compare_with_no_valid_combination(cli):
+    code, out, err = cli("compare", "--model", "llama3.1-8b", "--ctx", "8k", "--tp", "3,5")
+    _assert_one_error(code, out, err, "no combination can be sized", "TP 3", "TP 5")
+
+
+def test_plan_lists_each_gpu_once(cli):
+    code, out, _ = cli("plan", "--model", "llama3.1-8b", "--ctx", "8k", "--gpu", "h100,h100-sxm,l4", "--json")
+    assert code == 0
+    assert [option["gpu"] for option in json.loads(out)["options"]] == ["l4", "h100-sxm"]

@@ -90,7 +90,7 @@ def test_weights_too_large_is_an_answer(cli):
     code, out, _ = cli("estimate", "-m", "llama3.1-70b", "--ctx", "128k")
     assert code == 0
     assert "no: weights and reserve exceed usable memory" in out
-    assert "each of these fits on its own: --tp 4" in out
+    assert "this fits: --tp 4" in out
 
 
 def test_nothing_fits_points_to_plan(cli):

@@ -174,7 +174,8 @@ def estimate_llamacpp(model: ModelSpec, gpu: GpuSpec, settings: EngineSettings, 
     terms.append(BudgetTerm("KV cache", kv_bytes, -1, False, f"{cells:,} cells"))
 
     plural = "sequence" if n_seq == 1 else "sequences"
-    subject = f"{n_seq:,} {plural} of {settings.context_tokens:,} tokens take {format_bytes(kv_bytes)} ({cells:,} cells)"
+    verb = "takes" if n_seq == 1 else "take"
+    subject = f"{n_seq:,} {plural} of {settings.context_tokens:,} tokens {verb} {format_bytes(kv_bytes)} ({cells:,} cells)"
     fits = kv_bytes <= room
     max_requests = _max_sequences(model, settings, precision, room)
     if fits:
