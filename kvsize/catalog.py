@@ -106,7 +106,7 @@ def load_spec_file(kind: SpecKind, path: str | Path) -> ModelSpec | GpuSpec:
     """Load and validate one spec file given by path; the id must equal the file name."""
     file_path = Path(path)
     if not os.path.lexists(file_path):
-        raise NotFoundError(f"spec file not found: {path}")
+        raise NotFoundError(f"spec file not found: {path}", helpful=True)
     text = _read_text(file_path, str(path))
     return _parse(kind, text, str(path), file_path.stem)
 
@@ -189,7 +189,7 @@ def resolve_id(kind: SpecKind, name: str) -> str:
         return matches.pop()
     if len(matches) > 1:
         raise NotFoundError(f"{_NOUN[kind]} name {name!r} is ambiguous: it matches {', '.join(sorted(matches))}; "
-                            "give the id")  # fmt: skip
+                            "give the id", helpful=True)  # fmt: skip
 
     import difflib
 
@@ -197,7 +197,8 @@ def resolve_id(kind: SpecKind, name: str) -> str:
     close_keys = difflib.get_close_matches(key, list(by_key), n=3, cutoff=0.6)
     suggestions = list(dict.fromkeys(by_key[close] for close in close_keys))
     hint = f" (did you mean {', '.join(suggestions)}?)" if suggestions else ""
-    raise NotFoundError(f"unknown {_NOUN[kind]} {name!r}{hint}; run '{_LIST_COMMAND[kind]}' to list the catalog")
+    raise NotFoundError(f"unknown {_NOUN[kind]} {name!r}{hint}; run '{_LIST_COMMAND[kind]}' to list the catalog",
+                        helpful=bool(suggestions))  # fmt: skip
 
 
 def _load(kind: SpecKind, name: str, parse_file: Callable[[str | Path], Spec]) -> Spec:
@@ -216,7 +217,7 @@ def _load(kind: SpecKind, name: str, parse_file: Callable[[str | Path], Spec]) -
         # alias, not a path; only when no alias matches is it a missing file.
         if looks_like_file:
             raise NotFoundError(f"no spec file and no {_NOUN[kind]} named {name!r}; give an existing YAML file "
-                                f"or an id from '{_LIST_COMMAND[kind]}'") from None  # fmt: skip
+                                f"or an id from '{_LIST_COMMAND[kind]}'", helpful=True) from None  # fmt: skip
         raise
     return _load_builtin(kind, spec_id)  # type: ignore[return-value]
 

@@ -373,7 +373,7 @@ def _reject_repeated_options(group, target: typer.Typer, arguments: list[str]) -
 
 
 def _silence_broken_pipe() -> None:
-    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    """Point stdout at /dev/null, so the interpreter's flush at exit has nowhere to fail."""
     import os
 
     devnull = os.open(os.devnull, os.O_WRONLY)

@@ -221,9 +221,9 @@ def _load_model_or_gpu(name: str):
         try:
             spec = load_gpu(name)
         except NotFoundError as gpu_error:
-            # Keep whichever message suggests close names; otherwise say both lists exist.
+            # Keep a message that suggests close names or names a file problem; else point to both lists.
             for error in (model_error, gpu_error):
-                if "did you mean" in str(error) or "ambiguous" in str(error) or "spec file" in str(error):
+                if error.helpful:
                     raise error from None
             raise NotFoundError(f"no model or GPU named {name!r}; run 'kvsize models' or 'kvsize gpus' "
                                 "to list the catalog") from None  # fmt: skip

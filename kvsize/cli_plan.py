@@ -226,7 +226,7 @@ def plan(
     sliding_window_layers: SlidingLayersOption = "all",
     cpu_offload: CpuOffloadOption = None,
 ) -> None:
-    """Find, for each GPU type, the smallest tensor-parallel group that holds the weights and the requested KV."""
+    """Find, for each GPU type, the smallest tensor-parallel group that fits the weights and the requested KV."""
     from kvsize.catalog import catalog_with_user_specs, load_gpu, load_model
     from kvsize.formats import Column, resolve_format, to_csv, to_json, to_markdown
     from kvsize.options import split_values

@@ -22,4 +22,12 @@ class SpecError(KvsizeError):
 
 
 class NotFoundError(KvsizeError):
-    """A model or GPU name matches no spec in the catalog."""
+    """A model or GPU name matches no spec in the catalog.
+
+    `helpful` marks a message that says more than "not found" (close names,
+    an ambiguity, a file problem), which a caller trying several kinds keeps.
+    """
+
+    def __init__(self, message: str, helpful: bool = False) -> None:
+        super().__init__(message)
+        self.helpful = helpful

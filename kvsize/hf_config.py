@@ -391,6 +391,16 @@ class _Layers:
         self.names.append(name)
 
 
+def _add_hybrid_layers(cfg, layers, kinds: list[str], field: str, definitions: dict[str, dict[str, Any]]):
+    """Add one layer per entry of `kinds` (a state or an attention layer name) and return `layers`."""
+    for kind in kinds:
+        if kind not in definitions:
+            expected = " or ".join(definitions)
+            raise cfg.fail(field, f"unknown layer kind {kind!r}; expected {expected}")
+        layers.add(definitions[kind], kind)
+    return layers
+
+
 def _layers(cfg: _TextConfig, dtype: str, max_positions: int, notes: list[str]) -> _Layers:
     model_type = cfg.model_type
     num_layers = cfg.integer("num_hidden_layers")
@@ -416,28 +426,17 @@ def _layers(cfg: _TextConfig, dtype: str, max_positions: int, notes: list[str]) 
             offset = cfg.integer("attn_layer_offset", minimum=0)
             explicit = ["attention" if index % period == offset else "mamba" for index in range(num_layers)]
         state = {"kind": "state", "state_elements": _mamba_state_elements(cfg), "state_dtype": dtype}
-        for kind in explicit:
-            if kind == "mamba":
-                layers.add(state, "mamba")
-            elif kind == "attention":
-                layers.add({"kind": "full", "num_kv_heads": kv_heads, "head_dim": head_dim}, "attention")
-            else:
-                raise cfg.fail("layers_block_type", f"unknown layer kind {kind!r}; expected attention or mamba")
-        return layers
+        attention = {"kind": "full", "num_kv_heads": kv_heads, "head_dim": head_dim}
+        return _add_hybrid_layers(cfg, layers, explicit, "layers_block_type", {"mamba": state, "attention": attention})
 
     if model_type in _LINEAR_ATTENTION_MODEL_TYPES:
         if explicit is None:
             interval = cfg.integer("full_attention_interval")
             explicit = ["full_attention" if (index + 1) % interval == 0 else "linear_attention" for index in range(num_layers)]
         state = {"kind": "state", "state_elements": _gated_delta_net_state_elements(cfg), "state_dtype": dtype}
-        for kind in explicit:
-            if kind == "linear_attention":
-                layers.add(state, "linear_attention")
-            elif kind == "full_attention":
-                layers.add({"kind": "full", "num_kv_heads": kv_heads, "head_dim": head_dim}, "full_attention")
-            else:
-                raise cfg.fail("layer_types", f"unknown layer kind {kind!r}; expected linear_attention or full_attention")
-        return layers
+        attention = {"kind": "full", "num_kv_heads": kv_heads, "head_dim": head_dim}
+        return _add_hybrid_layers(cfg, layers, explicit, "layer_types",
+                                  {"linear_attention": state, "full_attention": attention})  # fmt: skip
 
     if explicit is None:
         if model_type == "llama4_text":

@@ -1,6 +1,6 @@
 """Layer kinds and what each one caches per sequence.
 
-Each kind answers, for one decoder layer on one tensor-parallel rank: how many
+Each kind computes, for one decoder layer on one tensor-parallel rank: how many
 tokens of a sequence of `context_tokens` it keeps, how many bits that many
 cached tokens take (`cache_bits`), and what one token costs on average
 (`bits_per_token`). Kinds with a fixed state per sequence (Mamba, Gated
@@ -22,7 +22,7 @@ def kv_heads_per_rank(num_kv_heads: int, tensor_parallel_size: int) -> int:
     """Return the KV heads one tensor-parallel rank stores.
 
     Heads are split evenly across ranks. When there are more ranks than heads,
-    each head is replicated so that every rank holds one, which is what vLLM,
+    each head is replicated so that every rank stores one, which is what vLLM,
     SGLang and TensorRT-LLM do.
     """
     return max(1, num_kv_heads // tensor_parallel_size)
@@ -107,7 +107,7 @@ class ChunkedLocalAttention(FullAttention):
 class LatentAttention:
     """Multi-head latent attention (DeepSeek V2/V3, Kimi K2).
 
-    The cache holds one compressed latent of `kv_lora_rank` elements plus the
+    The cache stores one compressed latent of `kv_lora_rank` elements plus the
     decoupled RoPE key of `qk_rope_head_dim` elements per token; K and V are
     both rebuilt from it, so there is no factor of 2 and no dependence on the
     head count. Tensor parallelism does not split the latent: every rank keeps

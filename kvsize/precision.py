@@ -33,7 +33,7 @@ SPARSE_ROW_OFFSET_BITS = 32
 class Precision:
     """A storage format: bits per element plus the per-group overhead.
 
-    `group_axis` says how groups are formed: "token" groups `group_size`
+    `group_axis` sets how groups are formed: "token" groups `group_size`
     consecutive elements of one vector (per-token quantization), "channel"
     groups one channel over `group_size` consecutive tokens (per-channel
     quantization, as KIVI does for keys). `outlier_fraction` keeps that share

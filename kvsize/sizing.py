@@ -2,8 +2,8 @@
 
 Pure arithmetic on specs: no printing, no I/O, no CLI imports. All memory is
 integer bytes. Sizes are summed in bits over the layers of one sequence and
-converted to bytes once, rounding up, so that the cost of one sequence is a
-whole number of bytes and the cost of a batch is exactly `batch x` that.
+converted to bytes once, rounding up. One sequence therefore costs a whole
+number of bytes, and a batch costs exactly `batch x` that.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ DEFAULT_GPU_MEMORY_UTILIZATION = Decimal("0.9")
 
 # Memory held back on each GPU for what is neither weights nor KV cache:
 # activations of the largest forward pass, the CUDA context and allocator
-# slack, and CUDA graphs. vLLM's startup logs show these summing to roughly
-# 1-3 GiB per GPU for dense models at the default 8192 batched tokens, so
-# 2 GiB is an estimate, not a measurement; pass --reserve to override it.
+# slack, and CUDA graphs. Public vLLM startup logs show these summing to
+# roughly 1-3 GiB per GPU for dense models at the default 8192 batched tokens.
+# 2 GiB is therefore an estimate, not a measurement: pass --reserve to override it.
 DEFAULT_RESERVE_BYTES = 2 * GiB
 
 _FLOAT_KV_DEFAULTS = ("fp32", "fp16", "bf16")
@@ -84,7 +84,7 @@ class TokenPolicy:
 
 @dataclass(frozen=True)
 class SizingRequest:
-    """What the user asks about: a context, a batch, precisions, a parallel layout."""
+    """A sizing request: context, batch, precisions, parallel layout and what-if options."""
 
     context_tokens: int
     batch_size: int = 1
@@ -113,7 +113,7 @@ class KindUsage:
 
 @dataclass(frozen=True)
 class Estimate:
-    """The full answer for one model, GPU and request. Memory in bytes."""
+    """The result of sizing one model, GPU and request, with memory in bytes."""
 
     model: ModelSpec
     gpu: GpuSpec
@@ -240,7 +240,7 @@ def max_context_tokens(
     """Return the longest context that `batch_size` sequences can each reach within `budget_bytes`.
 
     Memory is non-decreasing in the context but not linear when sliding,
-    chunked, state or evicting layers are present, so the answer is found by
+    chunked, state or evicting layers are present, so the result is found by
     search over whole tokens: doubling until the cost exceeds the budget, then
     bisecting, so that the result fits and one more token does not. Returns
     None (unbounded) when even MAX_CONTEXT_TOKENS fits, which is the case when
@@ -260,7 +260,7 @@ def max_context_tokens(
         if high >= MAX_CONTEXT_TOKENS:
             return None
         low, high = high, min(high * 2, MAX_CONTEXT_TOKENS)
-    # fits(low) holds and fits(high) does not.
+    # Invariant: fits(low) is true and fits(high) is false.
     while high - low > 1:
         middle = (low + high) // 2
         if fits(middle):

@@ -474,7 +474,7 @@ _GPU_FIELDS = {
 
 @dataclass(frozen=True)
 class GpuSpec:
-    """One accelerator as a framework sees it (one device, one GCD, one TPU chip)."""
+    """One accelerator device as a framework addresses it (one GPU, one MI250X GCD, one TPU chip)."""
 
     id: str
     name: str

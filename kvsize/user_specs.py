@@ -165,7 +165,7 @@ def find_user_spec(kind: SpecKind, name: str) -> Path | None:
         return next(iter(matches.values())).path
     if len(matches) > 1:
         paths = ", ".join(str(spec_file.path) for spec_file in matches.values())
-        raise NotFoundError(f"name {name!r} is ambiguous: it matches the user specs {paths}; give the id")
+        raise NotFoundError(f"name {name!r} is ambiguous: it matches the user specs {paths}; give the id", helpful=True)
 
     try:
         builtin_id = resolve_id(kind, cleaned)

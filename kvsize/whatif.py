@@ -1,7 +1,7 @@
 """Architecture what-ifs: a changed copy of a model spec, without editing its YAML.
 
-Each change returns a new ModelSpec whose `variant` names the change, so that
-every estimate made from it says which technique was applied.
+Each change returns a new ModelSpec whose `variant` names the change, so
+every estimate made from it lists the technique applied.
 """
 
 from __future__ import annotations

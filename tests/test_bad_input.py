@@ -255,7 +255,7 @@ def test_pipe_output_is_plain_and_unwrapped():
 
 
 def test_closed_stdout_exits_quietly():
-    # About 700 KB of JSON, far more than a pipe buffers, so the writer sees the closed pipe.
+    # About 340 KB of JSON, more than a pipe buffers, so the writer hits the closed pipe.
     gpus = ",".join(["h100", "h200", "b200", "l4", "l40s", "a100-80gb", "a10g", "t4", "mi300x"])
     args = ["compare", "-m", "llama3.1-8b,qwen3-8b,mistral-7b", "--gpu", gpus, "--ctx", "1k,2k,4k,8k,16k,32k", "--json"]
     process = subprocess.Popen([sys.executable, "-m", "kvsize", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -328,7 +328,7 @@ def test_show_reads_gpu_file(cli):
 
 @pytest.mark.parametrize("variable", [("NO_COLOR", "1"), ("TERM", "dumb")])
 def test_plain_text_on_a_terminal(cli, monkeypatch, variable):
-    """NO_COLOR and TERM=dumb turn off bold and italics too, even where Rich sees a terminal."""
+    """NO_COLOR and TERM=dumb turn off bold and italics too, even where Rich detects a terminal."""
     monkeypatch.setenv("FORCE_COLOR", "1")
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.setenv(*variable)

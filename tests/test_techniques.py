@@ -240,8 +240,8 @@ def test_whatif_named_in_json(cli):
 
 
 def test_cpu_offload_places_overflow_on_host():
-    # Llama 3.1 8B on an L40S: the GPU budget holds 192,773 tokens of one sequence
-    # (25,266,725,... bytes // 131,072); with 256 GiB of host memory a 1M-token sequence fits.
+    # Llama 3.1 8B on an L40S: the GPU budget fits 192,773 tokens of one sequence
+    # (25,267,213,107 bytes // 131,072). With 256 GiB of host memory a 1M-token sequence fits.
     model, gpu = load_model("llama3.1-8b"), load_gpu("l40s")
     gpu_only = estimate(model, gpu, SizingRequest(context_tokens=1048576))
     offloaded = estimate(model, gpu, SizingRequest(context_tokens=1048576, cpu_offload_bytes=256 * GiB))
